@@ -1,0 +1,308 @@
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate-dev/floodgate/internal/pii"
+)
+
+// Input limits.
+const (
+	maxSource    = 256
+	maxIdemKey   = 256
+	maxDataBytes = 64 << 10
+	maxDataKey   = 64
+)
+
+// Email is one email an application asks floodgate to send.
+type Email struct {
+	// Kind selects the policy and templates, e.g. [KindPasswordReset].
+	Kind string
+	// To is the recipient's bare address, e.g. "alice@example.com".
+	To string
+	// Name is the recipient's display name, used in To: and the greeting.
+	Name string
+	// Source is the client IP or principal behind the request; caps apply
+	// per source. Empty means unknown (one shared source).
+	Source string
+	// Data holds the template values, e.g. "reset_url".
+	Data map[string]string
+	// IdempotencyKey, when set, makes repeated enqueues of the same key and
+	// kind one email: the id is derived from it.
+	IdempotencyKey string
+}
+
+// Admitter decides at enqueue whether an email may be queued. The guard
+// implements it; a nil Admitter admits everything.
+type Admitter interface {
+	Admit(ctx context.Context, a *Admission) (Verdict, error)
+}
+
+// Admission is what an [Admitter] decides on.
+type Admission struct {
+	// ID is the email's id.
+	ID string
+	// Kind is the email's kind and Spec its configuration.
+	Kind string
+	Spec KindSpec
+	// To is the normalised recipient address.
+	To string
+	// Source is the caller-supplied source, possibly empty.
+	Source string
+	// Payload is the encoded task, for an admitter that parks emails.
+	Payload []byte
+}
+
+// Config configures a [Client].
+type Config struct {
+	// Redis is the connection used for the queue and the guard. Required.
+	// Create it with ContextTimeoutEnabled so deadlines are honoured.
+	Redis redis.UniversalClient
+	// Kinds configures the kinds this client may enqueue; nil means
+	// [DefaultKinds].
+	Kinds Kinds
+	// Admitter is the admission guard; nil admits every valid email.
+	Admitter Admitter
+	// Timeout bounds one Enqueue when the context has no deadline;
+	// default 5s.
+	Timeout time.Duration
+	// Logger receives one debug line per decision; nil discards.
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Client enqueues emails. It is safe for concurrent use.
+type Client struct {
+	cfg    Config
+	asynq  *asynq.Client
+	closed atomic.Bool
+}
+
+// NewClient returns a client for cfg.
+func NewClient(cfg Config) (*Client, error) {
+	if cfg.Redis == nil {
+		return nil, errors.New("queue: Config.Redis is required")
+	}
+	if cfg.Kinds == nil {
+		cfg.Kinds = DefaultKinds()
+	}
+	for name, spec := range cfg.Kinds {
+		if err := spec.validate(name); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Client{cfg: cfg, asynq: asynq.NewClientFromRedisClient(cfg.Redis)}, nil
+}
+
+func (s KindSpec) validate(name string) error {
+	switch {
+	case name == "" || strings.ContainsFunc(name, func(r rune) bool { return !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }):
+		return fmt.Errorf("queue: kind %q: name must be lower-case letters, digits, '_' or '-'", name)
+	case !s.Class.Valid():
+		return fmt.Errorf("queue: kind %q: class must be %q or %q", name, ClassSecurity, ClassNotify)
+	case s.TTL <= 0:
+		return fmt.Errorf("queue: kind %q: ttl must be positive", name)
+	}
+	return nil
+}
+
+// Close releases the client. The Redis connection given in Config stays
+// open: it belongs to the caller.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	return c.asynq.Close()
+}
+
+// Enqueue validates e, asks the admission guard, and queues the email.
+//
+// It returns a Receipt whenever a decision was made, including refusals
+// (Outcome Capped, Duplicate, ...): those are not errors. Errors are
+// [ErrInvalid] (an [*InvalidError]), [ErrUnknownKind], or [ErrUnavailable]
+// when Redis could not be asked; nothing is stored then.
+func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
+	if c.closed.Load() {
+		return Receipt{}, ErrClosed
+	}
+	p, spec, err := c.prepare(e)
+	if err != nil {
+		return Receipt{}, err
+	}
+	body, err := p.Encode()
+	if err != nil {
+		return Receipt{}, fmt.Errorf("enqueue %s: %w", e.Kind, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	r := Receipt{ID: p.ID, Kind: p.Kind, Outcome: Queued}
+	if c.cfg.Admitter != nil {
+		v, err := c.cfg.Admitter.Admit(ctx, &Admission{ID: p.ID, Kind: p.Kind, Spec: spec, To: p.To, Source: e.Source, Payload: body})
+		if err != nil {
+			return Receipt{}, fmt.Errorf("enqueue %s: admission: %w: %w", p.Kind, ErrUnavailable, err)
+		}
+		if !v.Allow {
+			r.Outcome, r.Reason = v.Outcome, v.Reason
+			c.log(ctx, r, p.To)
+			return r, nil
+		}
+	}
+	_, err = c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeEmail, body), TaskOptions(p, spec)...)
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		r.Outcome, r.Reason = Duplicate, "idempotency_key"
+	case err != nil:
+		return Receipt{}, fmt.Errorf("enqueue %s: %w: %w", p.Kind, ErrUnavailable, err)
+	}
+	c.log(ctx, r, p.To)
+	return r, nil
+}
+
+// TaskOptions returns the asynq options for an email of spec: its class's
+// queue, the email id as task id, a retry bound, an attempt timeout and a
+// deadline at the TTL, replacing asynq's defaults (25 retries, 30 minutes).
+//
+// asynq archives a task whose retry count has reached MaxRetry whatever the
+// error, even one that is not a failure. The worker enforces spec.Retries()
+// itself, so asynq is given one more: a rate-limit deferral on the last
+// allowed attempt is then re-queued instead of archived.
+func TaskOptions(p *Payload, spec KindSpec) []asynq.Option {
+	return []asynq.Option{
+		asynq.Queue(spec.Class.QueueName()),
+		asynq.TaskID(p.ID),
+		asynq.MaxRetry(spec.Retries() + 1),
+		asynq.Timeout(spec.AttemptTimeout()),
+		asynq.Deadline(p.ExpiresAt),
+	}
+}
+
+func (c *Client) log(ctx context.Context, r Receipt, to string) {
+	c.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "enqueue",
+		slog.String("kind", r.Kind), slog.String("outcome", string(r.Outcome)),
+		slog.String("reason", r.Reason), slog.String("task_id", r.ID),
+		slog.String("rcpt_hash", pii.Hash(to)))
+}
+
+// prepare validates and normalises e into a payload.
+func (c *Client) prepare(e Email) (*Payload, KindSpec, error) {
+	spec, ok := c.cfg.Kinds[e.Kind]
+	if !ok {
+		return nil, spec, fmt.Errorf("%w: %q", ErrUnknownKind, e.Kind)
+	}
+	to, err := NormalizeAddress(e.To)
+	if err != nil {
+		return nil, spec, err
+	}
+	name, err := NormalizeName(e.Name)
+	if err != nil {
+		return nil, spec, err
+	}
+	if err := checkText("source", e.Source, maxSource); err != nil {
+		return nil, spec, err
+	}
+	if err := checkText("idempotency_key", e.IdempotencyKey, maxIdemKey); err != nil {
+		return nil, spec, err
+	}
+	if err := checkData(e.Data, spec.Required); err != nil {
+		return nil, spec, err
+	}
+	now := c.cfg.Now()
+	p := &Payload{
+		ID:         newID(e.Kind, e.IdempotencyKey),
+		Kind:       e.Kind,
+		To:         to,
+		Name:       name,
+		Data:       e.Data,
+		EnqueuedAt: now.UTC(),
+		ExpiresAt:  now.Add(spec.TTL).UTC(),
+	}
+	return p, spec, nil
+}
+
+func checkText(field, s string, limit int) error {
+	if len(s) > limit {
+		return invalid(field, fmt.Sprintf("is longer than %d octets", limit))
+	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return invalid(field, "contains control characters or invalid UTF-8")
+	}
+	return nil
+}
+
+func checkData(data map[string]string, required []string) error {
+	size := 0
+	for k, v := range data {
+		if k == "" || len(k) > maxDataKey || strings.ContainsFunc(k, func(r rune) bool { return !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
+			return invalid("data", fmt.Sprintf("key %q must be 1-%d lower-case letters, digits or '_'", k, maxDataKey))
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return invalid("data."+k, "contains NUL or invalid UTF-8")
+		}
+		if strings.HasSuffix(k, "_url") {
+			if err := checkURL(v); err != nil {
+				return invalid("data."+k, err.Error())
+			}
+		}
+		size += len(k) + len(v)
+	}
+	if size > maxDataBytes {
+		return invalid("data", fmt.Sprintf("is larger than %d octets", maxDataBytes))
+	}
+	for _, k := range required {
+		if data[k] == "" {
+			return invalid("data."+k, "is required")
+		}
+	}
+	return nil
+}
+
+func checkURL(v string) error {
+	if strings.ContainsFunc(v, unicode.IsControl) || strings.ContainsAny(v, " <>\"") {
+		return errors.New("must be a URL without spaces or control characters")
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return errors.New("must be an absolute http or https URL")
+	}
+	return nil
+}
+
+// newID returns a random id, or one derived from the idempotency key so that
+// the same key and kind always name the same email.
+func newID(kind, idemKey string) string {
+	if idemKey != "" {
+		sum := sha256.Sum256([]byte(kind + "\x00" + idemKey))
+		return hex.EncodeToString(sum[:16])
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,64 @@
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// TypeEmail is the asynq task type of every floodgate email.
+const TypeEmail = "floodgate:email"
+
+// payloadVersion is bumped on incompatible changes to [Payload].
+const payloadVersion = 1
+
+// ErrPayload marks a task payload the worker cannot use; such tasks are
+// archived, never retried.
+var ErrPayload = errors.New("queue: malformed payload")
+
+// Payload is what a task carries from producer to worker: the validated,
+// normalised email. It holds no source address: that is only needed at
+// admission.
+type Payload struct {
+	V          int               `json:"v"`
+	ID         string            `json:"id"`
+	Kind       string            `json:"kind"`
+	To         string            `json:"to"`
+	Name       string            `json:"name,omitempty"`
+	Data       map[string]string `json:"data,omitempty"`
+	EnqueuedAt time.Time         `json:"enqueued_at"`
+	ExpiresAt  time.Time         `json:"expires_at"`
+}
+
+// Encode returns the payload's wire form.
+func (p *Payload) Encode() ([]byte, error) {
+	p.V = payloadVersion
+	return json.Marshal(p)
+}
+
+// Expired reports whether the email outlived its TTL at now.
+func (p *Payload) Expired(now time.Time) bool { return !now.Before(p.ExpiresAt) }
+
+// DecodePayload parses and checks a task payload. Errors wrap [ErrPayload].
+func DecodePayload(b []byte) (*Payload, error) {
+	var p Payload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPayload, err)
+	}
+	switch {
+	case p.V != payloadVersion:
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrPayload, p.V, payloadVersion)
+	case p.ID == "" || p.Kind == "" || p.To == "":
+		return nil, fmt.Errorf("%w: id, kind and to are required", ErrPayload)
+	case p.ExpiresAt.IsZero():
+		return nil, fmt.Errorf("%w: expires_at is required", ErrPayload)
+	}
+	if _, err := NormalizeAddress(p.To); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPayload, err)
+	}
+	if _, err := NormalizeName(p.Name); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPayload, err)
+	}
+	return &p, nil
+}
