@@ -1,0 +1,260 @@
+package smtpsink
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Message is one message as the sink received it. The Raw bytes of a Message
+// returned by a [Server] are shared with its store and must not be modified.
+type Message struct {
+	// ID identifies the message in the API; unique for the life of the server.
+	ID string `json:"id"`
+	// ReceivedAt is when the final dot of DATA was read.
+	ReceivedAt time.Time `json:"received_at"`
+	// MailFrom is the envelope sender (MAIL FROM); empty for a null sender.
+	MailFrom string `json:"mail_from"`
+	// RcptTo lists the envelope recipients that were accepted, in order.
+	RcptTo []string `json:"rcpt_to"`
+	// Subject is the Subject header field, unfolded and RFC 2047 decoded.
+	Subject string `json:"subject"`
+	// MessageID is the Message-ID header field as sent, angle brackets included.
+	MessageID string `json:"message_id"`
+	// Size is len(Raw).
+	Size int `json:"size"`
+	// Dropped reports whether the sink closed the connection instead of
+	// replying (the drop+ fault): the sender cannot know it was received.
+	Dropped bool `json:"dropped"`
+	// DKIM holds one result per DKIM-Signature, in header order, or a single
+	// result "none" for an unsigned message.
+	DKIM []DKIMResult `json:"dkim"`
+	// Raw is the message exactly as received after SMTP dot-unstuffing.
+	Raw []byte `json:"-"`
+}
+
+// Query selects stored messages. The zero Query selects all of them.
+type Query struct {
+	// Limit caps the number of messages returned; 0 or less means no cap.
+	Limit int
+	// To keeps only messages with this envelope recipient, compared
+	// case-insensitively; empty keeps all.
+	To string
+}
+
+func (q Query) match(m *Message) bool {
+	if q.To == "" {
+		return true
+	}
+	for _, r := range m.RcptTo {
+		if strings.EqualFold(r, q.To) {
+			return true
+		}
+	}
+	return false
+}
+
+// Stats counts what the sink has seen since it started or was last [Server.Reset].
+type Stats struct {
+	// Received counts messages stored, dropped ones included.
+	Received int64 `json:"received"`
+	// Rejected counts refusals: fault and random rejections at RCPT, rate
+	// limit and shutdown refusals at MAIL, oversized messages, and
+	// connections turned away by the session cap.
+	Rejected int64 `json:"rejected"`
+	// Sessions counts SMTP sessions opened (EHLO or HELO received).
+	Sessions int64 `json:"sessions"`
+	// DuplicateMessageIDs counts messages whose Message-ID had been seen in
+	// an earlier message.
+	DuplicateMessageIDs int64 `json:"duplicate_message_ids"`
+	// Dropped counts messages stored under the drop+ fault.
+	Dropped int64 `json:"dropped"`
+	// Stored is the number of messages currently held.
+	Stored int `json:"stored"`
+}
+
+// store is a bounded ring of messages plus the counters. Its zero value is
+// not usable; see newStore.
+type store struct {
+	mu    sync.Mutex
+	ring  []*Message // ring[(start+i)%len(ring)] for i < n, oldest first
+	start int
+	n     int
+	byID  map[string]*Message
+
+	// seen remembers the Message-IDs of the last len(seenRing) messages, so
+	// duplicates are found even after the messages left the ring.
+	seen      map[string]int
+	seenRing  []string
+	seenStart int
+	seenN     int
+
+	stats Stats
+
+	// changed is closed and cleared whenever messages are added or removed;
+	// it exists only while someone waits, so an unwatched store pays nothing.
+	changed chan struct{}
+}
+
+func newStore(maxMessages, maxSeen int) *store {
+	return &store{
+		ring:     make([]*Message, maxMessages),
+		byID:     make(map[string]*Message),
+		seen:     make(map[string]int),
+		seenRing: make([]string, maxSeen),
+	}
+}
+
+// add stores m, evicting the oldest message when full.
+func (st *store) add(m *Message) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+
+	if m.MessageID != "" {
+		if st.seen[m.MessageID] > 0 {
+			st.stats.DuplicateMessageIDs++
+		}
+		st.remember(m.MessageID)
+	}
+
+	if st.n == len(st.ring) {
+		old := st.ring[st.start]
+		delete(st.byID, old.ID)
+		st.ring[st.start] = nil
+		st.start = (st.start + 1) % len(st.ring)
+		st.n--
+	}
+	st.ring[(st.start+st.n)%len(st.ring)] = m
+	st.n++
+	st.byID[m.ID] = m
+
+	st.stats.Received++
+	if m.Dropped {
+		st.stats.Dropped++
+	}
+	st.notifyLocked()
+}
+
+func (st *store) remember(id string) {
+	if st.seenN == len(st.seenRing) {
+		old := st.seenRing[st.seenStart]
+		if st.seen[old]--; st.seen[old] <= 0 {
+			delete(st.seen, old)
+		}
+		st.seenStart = (st.seenStart + 1) % len(st.seenRing)
+		st.seenN--
+	}
+	st.seenRing[(st.seenStart+st.seenN)%len(st.seenRing)] = id
+	st.seenN++
+	st.seen[id]++
+}
+
+func (st *store) notifyLocked() {
+	if st.changed != nil {
+		close(st.changed)
+		st.changed = nil
+	}
+}
+
+// watch returns a channel closed at the next change of the stored messages.
+func (st *store) watchLocked() <-chan struct{} {
+	if st.changed == nil {
+		st.changed = make(chan struct{})
+	}
+	return st.changed
+}
+
+// newestFirstLocked calls f for stored messages from newest to oldest until
+// f returns false.
+func (st *store) newestFirstLocked(f func(*Message) bool) {
+	for i := st.n - 1; i >= 0; i-- {
+		if !f(st.ring[(st.start+i)%len(st.ring)]) {
+			return
+		}
+	}
+}
+
+func (st *store) queryLocked(q Query) []Message {
+	out := []Message{}
+	st.newestFirstLocked(func(m *Message) bool {
+		if q.match(m) {
+			out = append(out, m.clone())
+		}
+		return q.Limit <= 0 || len(out) < q.Limit
+	})
+	return out
+}
+
+func (st *store) countLocked(q Query) int {
+	if q.To == "" {
+		return st.n
+	}
+	c := 0
+	st.newestFirstLocked(func(m *Message) bool {
+		if q.match(m) {
+			c++
+		}
+		return true
+	})
+	return c
+}
+
+func (st *store) query(q Query) []Message {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.queryLocked(q)
+}
+
+func (st *store) get(id string) (Message, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	m, ok := st.byID[id]
+	if !ok {
+		return Message{}, false
+	}
+	return m.clone(), true
+}
+
+func (st *store) snapshot() Stats {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.stats
+	s.Stored = st.n
+	return s
+}
+
+func (st *store) countRejected() {
+	st.mu.Lock()
+	st.stats.Rejected++
+	st.mu.Unlock()
+}
+
+func (st *store) countSession() {
+	st.mu.Lock()
+	st.stats.Sessions++
+	st.mu.Unlock()
+}
+
+// reset forgets every message, every Message-ID and every counter.
+func (st *store) reset() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	clear(st.ring)
+	st.start, st.n = 0, 0
+	clear(st.byID)
+	clear(st.seen)
+	clear(st.seenRing)
+	st.seenStart, st.seenN = 0, 0
+	st.stats = Stats{}
+	st.notifyLocked()
+}
+
+// clone copies m's small slices; Raw is shared because it is never written
+// after the message is stored.
+func (m *Message) clone() Message {
+	c := *m
+	c.RcptTo = slices.Clone(m.RcptTo)
+	c.DKIM = slices.Clone(m.DKIM)
+	return c
+}
