@@ -187,8 +187,12 @@ func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
 }
 
 // TaskOptions returns the asynq options for an email of spec: its class's
-// queue, the email id as task id, a retry bound, an attempt timeout and a
-// deadline at the TTL, replacing asynq's defaults (25 retries, 30 minutes).
+// queue, the email id as task id, a retry bound and an attempt timeout,
+// replacing asynq's defaults (25 retries, 30 minutes).
+//
+// The TTL is not given to asynq as a Deadline: asynq fails a task past its
+// deadline without running the handler, so it would be retried and
+// archived instead of recorded as expired. The worker checks the TTL.
 //
 // asynq archives a task whose retry count has reached MaxRetry whatever the
 // error, even one that is not a failure. The worker enforces spec.Retries()
@@ -200,7 +204,6 @@ func TaskOptions(p *Payload, spec KindSpec) []asynq.Option {
 		asynq.TaskID(p.ID),
 		asynq.MaxRetry(spec.Retries() + 1),
 		asynq.Timeout(spec.AttemptTimeout()),
-		asynq.Deadline(p.ExpiresAt),
 	}
 }
 

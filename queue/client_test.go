@@ -54,12 +54,12 @@ func TestEnqueueStoresTask(t *testing.T) {
 	if info.Type != queue.TypeEmail || info.MaxRetry != queue.DefaultMaxRetry+1 || info.Timeout != 2*time.Minute {
 		t.Errorf("task = type %q maxretry %d timeout %v", info.Type, info.MaxRetry, info.Timeout)
 	}
-	if !info.Deadline.Equal(now.Add(30 * time.Minute)) {
-		t.Errorf("deadline = %v, want TTL 30m after %v", info.Deadline, now)
-	}
 	p, err := queue.DecodePayload(info.Payload)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !p.ExpiresAt.Equal(now.Add(30 * time.Minute)) {
+		t.Errorf("expires_at = %v, want TTL 30m after %v", p.ExpiresAt, now)
 	}
 	if p.To != "Alice@example.com" || p.Name != "Alice" || p.ID != rc.ID || p.Data["reset_url"] == "" {
 		t.Errorf("payload = %+v", p)
