@@ -15,31 +15,42 @@ type headerInfo struct {
 }
 
 // scanHeader reads the header section of raw (RFC 5322 section 2.2) up to
-// the first empty line or the end of raw. It splits fields the same way
+// the first empty line or the end of raw. It splits fields exactly as
 // go-msgauth's verifier does (a line starting with SP or HTAB continues the
-// previous field, anything else starts one, the name ends at the first ':'),
-// so the i-th DKIM-Signature found here is the i-th one it verifies.
+// previous field, any other line starts one; the name is what precedes the
+// first ':' of the whole field, trimmed), so the i-th DKIM-Signature found
+// here is the i-th one it verifies.
 func scanHeader(raw []byte) headerInfo {
 	var (
 		h       headerInfo
 		subject string
 		gotSubj bool
 		gotMID  bool
-	)
-	// cur is the field being assembled: name and the value lines joined,
-	// which is RFC 5322 unfolding (CRLF removed, the WSP kept).
-	var (
-		cur    strings.Builder
-		curKey fieldKey
-		have   bool
-		fields int
+		lines   [][]byte // the lines of the field being read, without line ends
 	)
 	flush := func() {
-		if !have {
+		if len(lines) == 0 {
 			return
 		}
-		v := strings.TrimSpace(cur.String())
-		switch curKey {
+		var name []byte
+		var value [][]byte
+		if i := bytes.IndexByte(lines[0], ':'); i >= 0 {
+			name = lines[0][:i]
+			value = append([][]byte{lines[0][i+1:]}, lines[1:]...)
+		} else {
+			// Rare: no ':' on the first line, so the name runs on.
+			whole := bytes.Join(lines, []byte("\r\n"))
+			n, v, _ := bytes.Cut(whole, []byte{':'})
+			name, value = n, [][]byte{bytes.ReplaceAll(v, []byte("\r\n"), nil)}
+		}
+		lines = lines[:0]
+		key := classify(bytes.TrimSpace(name))
+		if key == keyOther {
+			return
+		}
+		// Joining the lines is RFC 5322 unfolding: CRLF removed, WSP kept.
+		v := strings.TrimSpace(string(bytes.Join(value, nil)))
+		switch key {
 		case keySubject:
 			if !gotSubj {
 				subject, gotSubj = v, true
@@ -51,10 +62,9 @@ func scanHeader(raw []byte) headerInfo {
 		case keyDKIM:
 			h.dkim = append(h.dkim, v)
 		}
-		cur.Reset()
-		have = false
 	}
 
+	fields := 0
 	rest := raw
 	for len(rest) > 0 {
 		var line []byte
@@ -68,19 +78,12 @@ func scanHeader(raw []byte) headerInfo {
 			break
 		}
 		if fields > 0 && (line[0] == ' ' || line[0] == '\t') {
-			if have {
-				cur.Write(line)
-			}
+			lines = append(lines, line)
 			continue
 		}
 		flush()
 		fields++
-		name, value, _ := bytes.Cut(line, []byte{':'})
-		curKey = classify(bytes.TrimSpace(name))
-		if curKey != keyOther {
-			have = true
-			cur.Write(value)
-		}
+		lines = append(lines, line)
 	}
 	flush()
 
