@@ -1,0 +1,110 @@
+// Command smtpsink runs the floodgate SMTP sink: an SMTP server that stores
+// every message, verifies DKIM against a keys file, injects faults by
+// recipient (tempfail+, permfail+, slow+, drop+) and serves an HTTP API and
+// a web page. See package github.com/floodgate-dev/floodgate/smtpsink.
+//
+// Usage:
+//
+//	smtpsink [-smtp ADDR] [-http ADDR|-] [-dkim-keys FILE] [-max-messages N]
+//	         [-reject-ratio F] [-max-rate F] [-slow-delay D]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/floodgate-dev/floodgate/smtpsink"
+)
+
+// shutdownTimeout bounds the graceful part of shutdown after a signal.
+const shutdownTimeout = 10 * time.Second
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "smtpsink:", err)
+		os.Exit(2)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, cfg, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "smtpsink:", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags turns the command line into a sink configuration, loading the
+// DKIM keys file if one is named.
+func parseFlags(args []string, stderr io.Writer) (smtpsink.Config, error) {
+	var (
+		cfg      smtpsink.Config
+		keysFile string
+	)
+	fs := flag.NewFlagSet("smtpsink", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.SMTPAddr, "smtp", smtpsink.DefaultSMTPAddr, "SMTP listen `address`")
+	fs.StringVar(&cfg.HTTPAddr, "http", smtpsink.DefaultHTTPAddr, "HTTP API and web page listen `address`; - disables")
+	fs.StringVar(&keysFile, "dkim-keys", "", "DKIM public keys `file`: lines of selector._domainkey.domain TXT-value")
+	fs.IntVar(&cfg.MaxMessages, "max-messages", smtpsink.DefaultMaxMessages, "messages kept; the oldest is dropped beyond")
+	fs.Float64Var(&cfg.RejectRatio, "reject-ratio", 0, "share of recipients answered with a random 451, 0 to 1")
+	fs.Float64Var(&cfg.MaxRate, "max-rate", 0, "messages per second accepted, beyond answered 421; 0 is unlimited")
+	fs.DurationVar(&cfg.SlowDelay, "slow-delay", smtpsink.DefaultSlowDelay, "reply delay for slow+ recipients")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.MaxMessages < 1 {
+		return cfg, fmt.Errorf("-max-messages %d: must be at least 1", cfg.MaxMessages)
+	}
+	if cfg.SlowDelay <= 0 {
+		return cfg, fmt.Errorf("-slow-delay %v: must be positive", cfg.SlowDelay)
+	}
+	if keysFile != "" {
+		k, err := smtpsink.LoadKeys(keysFile)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Keys = k
+	}
+	return cfg, nil
+}
+
+// run serves until ctx ends, then shuts the sink down.
+func run(ctx context.Context, cfg smtpsink.Config, stdout io.Writer) error {
+	s, err := smtpsink.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "smtpsink: SMTP on %s\n", s.SMTPAddr())
+	if a := s.HTTPAddr(); a != "" {
+		fmt.Fprintf(stdout, "smtpsink: HTTP on http://%s/\n", a)
+	}
+	fmt.Fprintf(stdout, "smtpsink: %d DKIM keys\n", cfg.Keys.Len())
+
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
