@@ -1,0 +1,91 @@
+// Package guard decides whether floodgate may queue and send each email:
+// dedup, per-recipient, per-source, per-domain and global caps, the
+// suppression list and the surge breaker's state, each decision one atomic
+// Lua script in one Redis round trip, shared by every process that uses the
+// same Redis.
+//
+// A [Guard] is built from a [Policy] ([DefaultPolicy], or YAML through
+// [ParsePolicy] / [LoadPolicy]). [Guard.Admit] runs at enqueue (it implements
+// [queue.Admitter]); [Guard.Dispatch] and [Guard.Settle] run in the worker
+// around each send attempt; [Guard.Handler] serves the admin API.
+//
+// # Recipients
+//
+// Keys are built from the [Canonical] recipient: domain lower-cased and
+// converted to ASCII per IDNA (RFC 5890, RFC 5891, UTS #46), local part
+// reduced by [LocalRules] (case, "+tag", Gmail dots and googlemail.com), so
+// that variants of one mailbox share one dedup window and one set of caps.
+// Keys hold a truncated SHA-256 of the canonical recipient, never the address;
+// logs carry a short hash (rcpt_hash). The digest is not keyed: it hides
+// addresses from casual reading, not from someone who can guess them.
+//
+// # Decisions and accounting
+//
+// Every request ends in one terminal outcome (DESIGN.md, Decisions), counted
+// per kind in one Redis hash by the script that decides it, so
+// requested = sum of outcomes + in flight holds across processes
+// ([KindStats]). Admission precedence: suppressed, duplicate, capped
+// (recipient, then source), then the breaker (held or shed). Quota is
+// consumed only by admitted emails: a refused request, whoever sent it,
+// never uses up the recipient's or the source's allowance. Held emails do
+// not consume quota either; releasing them goes through admission again.
+//
+// Per-recipient and per-source windows are exact sliding logs: the key holds
+// the timestamps (ms, Redis TIME) of the last N admissions, newest first,
+// and "N/period" refuses when the N-th newest is younger than the period.
+// The dedup window is the age of the newest entry. One key per recipient and
+// kind holds all of its windows and its dedup state; it expires one longest
+// window after the last admission, so memory returns to zero when traffic
+// stops. Counts per window are bounded by [MaxWindowCount].
+//
+// Dispatch checks the idempotency claim (keyed by the email id), the
+// email's expiry, the breaker, then the global and the per-domain rate, two
+// GCRAs on Redis TIME checked together before either is consumed; an
+// exhausted rate defers the email (Verdict Deferred, RetryAfter > 0) without
+// taking the claim. An allowed attempt holds the claim for a lease
+// (Config.Lease, default the kind's attempt timeout plus 30s); Settle makes
+// it "sent" (a redelivered task is then a duplicate), terminal, or releases
+// it for a retry. A worker that dies mid-send loses the claim when the lease
+// ends, and the email is then sent by the next attempt.
+//
+// # Re-running scripts
+//
+// A client may re-send a script whose reply was lost, so each script is safe
+// to run twice. Admission tags each recipient-log entry with 4 bytes of the
+// email id's hash; a second run of an admitted email answers "queued" and
+// counts nothing. A refused request that is re-sent is counted twice, in
+// requested and in its outcome alike, so the conservation law still holds.
+// Dispatch answers "allowed" again to the attempt that holds the claim,
+// without consuming the rates twice. Settle never changes a terminal claim,
+// and releases only its own.
+//
+// # Redis Cluster: one hash tag
+//
+// Every guard key carries the hash tag "{fg}" (internal/rkeys), so all of
+// them live in one slot and each decision is one script on one node. The
+// alternative, one script per slot (recipient, source, kind) sent in one
+// pipeline, was rejected:
+//
+//   - the per-kind breaker state and stats, and for dispatch the global
+//     rate, are read or written by every decision, so one slot per kind (and
+//     one for the global rate) is hot in either layout;
+//   - split scripts cannot count the final outcome in the same atomic step
+//     that decides it, so the conservation law would need a second round
+//     trip or tolerate drift, and a partial refusal over-counts quota;
+//   - one node runs tens of thousands of admission scripts a second (see
+//     bench_test.go), far above the send rates the guard protects, while
+//     asynq's queues live in their own slots on other nodes.
+//
+// The cost is that the guard's keys and CPU sit on one master; the memory
+// per tracked recipient is about 130 bytes (TestMemoryPerRecipient).
+//
+// # Failure
+//
+// The guard fails closed: when Redis does not answer, Admit, Dispatch and
+// Settle return an [*OpError] matching [ErrUnavailable] and never allow.
+// Redis client types do not cross the API.
+//
+// The surge breaker reads its state from a key per kind in the same scripts:
+// "open" with mode hold parks the email (bounded by hold_max, beyond it
+// shed), with mode shed refuses it; clamp and half-open are not applied yet.
+package guard

@@ -1,0 +1,417 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate-dev/floodgate/internal/pii"
+	"github.com/floodgate-dev/floodgate/internal/rkeys"
+	"github.com/floodgate-dev/floodgate/queue"
+)
+
+// Defaults of [Config].
+const (
+	DefaultDecisionSample = 0.01
+	DefaultDecisionLogLen = 10000
+	DefaultClaimGrace     = 10 * time.Minute
+	// leaseMargin is added to a kind's attempt timeout to form the claim
+	// lease, so a slow but live attempt keeps its claim.
+	leaseMargin = 30 * time.Second
+)
+
+// Config configures a [Guard].
+type Config struct {
+	// Redis holds every guard key; a *redis.Client, a *redis.ClusterClient
+	// or a failover client. Required. Create it with ContextTimeoutEnabled
+	// so deadlines are honoured.
+	Redis redis.UniversalClient
+	// Policy is the guard's policy; nil means [DefaultPolicy].
+	Policy *Policy
+	// Logger receives one debug line per decision (kind, outcome, reason,
+	// task_id, rcpt_hash); nil discards.
+	Logger *slog.Logger
+	// Registerer receives the floodgate_decisions_total counter; nil
+	// registers nothing.
+	Registerer prometheus.Registerer
+	// DecisionSample is the fraction of allowed decisions written to the
+	// decision log; refusals, deferrals by a claim and settled failures are
+	// always written. Zero means 0.01; negative means none.
+	DecisionSample float64
+	// DecisionLogLen bounds the decision log (approximately, MAXLEN ~).
+	// Zero means 10000.
+	DecisionLogLen int
+	// Lease is how long a dispatch claim is held before another attempt
+	// may take it over. Zero means the kind's attempt timeout plus 30s.
+	Lease time.Duration
+	// ClaimGrace is how long a settled claim outlives the email's expiry,
+	// covering clock skew between producers and Redis. Zero means 10m.
+	ClaimGrace time.Duration
+	// Now returns the current time for suppression timestamps; nil means
+	// time.Now. Decisions use Redis TIME.
+	Now func() time.Time
+}
+
+// Guard decides, atomically and shared across every process using the same
+// Redis, whether emails may be queued and sent. It implements
+// [queue.Admitter]. It is safe for concurrent use.
+type Guard struct {
+	rdb     redis.UniversalClient
+	policy  *Policy
+	plans   map[string]*plan
+	global  [2]string
+	domains map[string][2]string
+	log     *slog.Logger
+	metrics *metrics
+	sample  float64
+	logLen  string
+	grace   string
+	now     func() time.Time
+}
+
+var _ queue.Admitter = (*Guard)(nil)
+
+// plan holds what the scripts need of one kind, formatted once.
+type plan struct {
+	spec       queue.KindSpec
+	admitTail  []any
+	mode       string
+	holdMax    string
+	lease      string
+	breakerKey string
+	heldKey    string
+}
+
+// New returns a guard for cfg. It fails if the policy is not valid.
+func New(cfg Config) (*Guard, error) {
+	if cfg.Redis == nil {
+		return nil, errors.New("guard: Config.Redis is required")
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = DefaultPolicy()
+	}
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("guard: policy: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case cfg.DecisionSample == 0:
+		cfg.DecisionSample = DefaultDecisionSample
+	case cfg.DecisionSample < 0:
+		cfg.DecisionSample = 0
+	case cfg.DecisionSample > 1:
+		cfg.DecisionSample = 1
+	}
+	if cfg.DecisionLogLen <= 0 {
+		cfg.DecisionLogLen = DefaultDecisionLogLen
+	}
+	if cfg.ClaimGrace <= 0 {
+		cfg.ClaimGrace = DefaultClaimGrace
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	g := &Guard{
+		rdb:     cfg.Redis,
+		policy:  cfg.Policy,
+		plans:   make(map[string]*plan, len(cfg.Policy.KindPolicies)),
+		domains: make(map[string][2]string, len(cfg.Policy.Domains)),
+		log:     cfg.Logger,
+		metrics: m,
+		sample:  cfg.DecisionSample,
+		logLen:  strconv.Itoa(cfg.DecisionLogLen),
+		grace:   ms(cfg.ClaimGrace),
+		now:     cfg.Now,
+	}
+	g.global = gcraArgs(cfg.Policy.Global)
+	for d, l := range cfg.Policy.Domains {
+		g.domains[d] = gcraArgs(l)
+	}
+	specs := cfg.Policy.Kinds()
+	for name, kp := range cfg.Policy.KindPolicies {
+		lease := cfg.Lease
+		if lease <= 0 {
+			lease = specs[name].AttemptTimeout() + leaseMargin
+		}
+		g.plans[name] = &plan{
+			spec:       specs[name],
+			admitTail:  admitTail(name, kp, g.logLen),
+			mode:       string(kp.Breaker.Open),
+			holdMax:    strconv.Itoa(kp.Breaker.HoldMax),
+			lease:      ms(lease),
+			breakerKey: rkeys.Breaker(name),
+			heldKey:    rkeys.Held(name),
+		}
+	}
+	return g, nil
+}
+
+// Policy returns the guard's policy. It must not be modified.
+func (g *Guard) Policy() *Policy { return g.policy }
+
+// ms formats d in whole milliseconds, at least 1.
+func ms(d time.Duration) string { return strconv.FormatInt(max(d.Milliseconds(), 1), 10) }
+
+// gcraArgs returns a limit's emission interval and burst offset in µs,
+// rounding the interval up so the rate never exceeds the policy.
+func gcraArgs(l Limit) [2]string {
+	per := l.Rate.Per.Microseconds()
+	n := int64(l.Rate.N)
+	interval := max((per+n-1)/n, 1)
+	return [2]string{strconv.FormatInt(interval, 10), strconv.FormatInt(interval*int64(l.EffectiveBurst()), 10)}
+}
+
+// admitTail returns the static part of the admission script's ARGV, from
+// ARGV[7] on (see rkeys.Admit).
+func admitTail(kind string, kp KindPolicy, logLen string) []any {
+	var keep time.Duration
+	kmax := 1
+	for _, r := range kp.PerRecipient {
+		keep = max(keep, r.Per)
+		kmax = max(kmax, r.N)
+	}
+	keep = max(keep, kp.DedupWindow)
+	if keep == 0 {
+		// No window: keep the log a minute anyway, so that a re-sent
+		// script still recognises its own admission.
+		keep = time.Minute
+	}
+	args := []any{kind, logLen, string(kp.Breaker.Open), strconv.Itoa(kp.Breaker.HoldMax),
+		strconv.FormatInt(kp.DedupWindow.Milliseconds(), 10), ms(keep), strconv.Itoa(kmax), strconv.Itoa(len(kp.PerRecipient))}
+	for _, r := range kp.PerRecipient {
+		args = append(args, strconv.Itoa(r.N), ms(r.Per))
+	}
+	var skeep time.Duration
+	skmax := 0
+	for _, r := range kp.PerSource {
+		skeep = max(skeep, r.Per)
+		skmax = max(skmax, r.N)
+	}
+	args = append(args, ms(skeep), strconv.Itoa(skmax), strconv.Itoa(len(kp.PerSource)))
+	for _, r := range kp.PerSource {
+		args = append(args, strconv.Itoa(r.N), ms(r.Per))
+	}
+	return args
+}
+
+func (g *Guard) plan(op, kind string) (*plan, error) {
+	p, ok := g.plans[kind]
+	if !ok {
+		return nil, fmt.Errorf("guard: %s %q: %w", op, kind, ErrUnknownKind)
+	}
+	return p, nil
+}
+
+func (g *Guard) sampleFlag() string {
+	if g.sample > 0 && rand.Float64() < g.sample {
+		return "1"
+	}
+	return "0"
+}
+
+// Admit decides whether the email a describes may be queued. It implements
+// [queue.Admitter] with one Lua script, one round trip: suppression, the
+// dedup window and every per-recipient window (for the canonical recipient
+// and kind), every per-source window, and the kind's breaker, in that order
+// of precedence. Quota is consumed only when the email is admitted. The
+// decision is counted in the stats hash.
+//
+// A refusal is a Verdict, not an error. Errors are [ErrUnknownKind] and
+// [*OpError] (Redis did not answer); the verdict then never allows.
+func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, error) {
+	pl, err := g.plan("admit", a.Kind)
+	if err != nil {
+		return queue.Verdict{}, err
+	}
+	canon := Canonical(a.To, g.policy.RecipientRules)
+	rh := pii.Hash(a.To)
+	keys := []string{rkeys.Recipient(a.Kind, canon), rkeys.Suppressions, rkeys.Source(a.Kind, a.Source),
+		pl.breakerKey, pl.heldKey, rkeys.Stats, rkeys.Decisions}
+	args := make([]any, 0, 6+len(pl.admitTail))
+	args = append(args, rkeys.EmailTag(a.ID), rkeys.SuppressionField(canon), a.ID, a.Payload, g.sampleFlag(), rh)
+	args = append(args, pl.admitTail...)
+	res, err := rkeys.Admit.Run(ctx, g.rdb, keys, args...).Text()
+	if err != nil {
+		err = opError(ctx, "admit", err)
+		g.log.LogAttrs(ctx, slog.LevelWarn, "guard admit failed", slog.String("kind", a.Kind),
+			slog.String("task_id", a.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
+		return queue.Verdict{}, err
+	}
+	outcome, reason, _ := strings.Cut(res, ":")
+	var v queue.Verdict
+	switch queue.Outcome(outcome) {
+	case queue.Queued:
+		v = queue.Verdict{Allow: true, Outcome: queue.Queued, Reason: reason}
+	case queue.Held:
+		v = queue.Verdict{Outcome: queue.Held, Reason: "breaker"}
+	case queue.Duplicate, queue.Capped, queue.Suppressed, queue.Shed:
+		v = queue.Verdict{Outcome: queue.Outcome(outcome), Reason: reason}
+	default:
+		return queue.Verdict{}, &OpError{Op: "admit", Err: fmt.Errorf("unexpected script reply %q", res)}
+	}
+	g.record(ctx, "admit", a.Kind, a.ID, rh, string(v.Outcome), reason)
+	return v, nil
+}
+
+// Dispatch decides whether one send attempt of p may proceed now; the
+// worker calls it before every attempt, with attempt a random nonce of the
+// handler invocation. It runs one Lua script, one round trip: the
+// idempotency claim keyed by p.ID, the email's expiry, the kind's breaker,
+// and the global and per-domain rates (GCRA on Redis TIME, both checked
+// before either is consumed); then it takes the claim with a lease.
+//
+// Verdicts: Allow; Deferred with RetryAfter > 0 (a rate is exhausted,
+// Reason "global" or "domain", or another attempt holds a live claim,
+// Reason "claimed"): re-queue without using a retry; Duplicate (already
+// sent: do not send); Expired; Held or Shed (the breaker); Failed (settled
+// failed before). Calling it again with the same attempt is allowed again
+// without consuming the rates twice. Only an allowed attempt is followed by
+// [Guard.Settle].
+func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) (queue.Verdict, error) {
+	if attempt == "" {
+		return queue.Verdict{}, errors.New("guard: dispatch: attempt is empty")
+	}
+	pl, err := g.plan("dispatch", p.Kind)
+	if err != nil {
+		return queue.Verdict{}, err
+	}
+	domain := g.domainOf(p.To)
+	dl, ok := g.domains[domain]
+	if !ok {
+		dl = g.domains["default"]
+	}
+	cp := *p
+	body, err := cp.Encode()
+	if err != nil {
+		return queue.Verdict{}, fmt.Errorf("guard: dispatch: %w", err)
+	}
+	rh := pii.Hash(p.To)
+	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), pl.breakerKey, pl.heldKey, rkeys.Stats, rkeys.Decisions}
+	args := []any{rkeys.AttemptValue(attempt), pl.lease, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
+		g.global[0], g.global[1], dl[0], dl[1], pl.mode, pl.holdMax, p.ID, body, p.Kind, g.sampleFlag(), rh, g.logLen}
+	res, err := rkeys.Dispatch.Run(ctx, g.rdb, keys, args...).Text()
+	if err != nil {
+		err = opError(ctx, "dispatch", err)
+		g.log.LogAttrs(ctx, slog.LevelWarn, "guard dispatch failed", slog.String("kind", p.Kind),
+			slog.String("task_id", p.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
+		return queue.Verdict{}, err
+	}
+	outcome, reason, _ := strings.Cut(res, ":")
+	var v queue.Verdict
+	metric := outcome
+	switch outcome {
+	case "allow":
+		v, metric = queue.Verdict{Allow: true}, "dispatched"
+	case "deferred":
+		which, left, _ := strings.Cut(reason, ":")
+		n, perr := strconv.ParseInt(left, 10, 64)
+		if perr != nil || n < 1 {
+			n = 1
+		}
+		v = queue.Verdict{Outcome: queue.Deferred, Reason: which, RetryAfter: time.Duration(n) * time.Millisecond}
+		reason = which
+	case "duplicate", "expired", "held", "shed", "failed":
+		if reason == "replay" {
+			reason = "settled"
+		}
+		v = queue.Verdict{Outcome: queue.Outcome(outcome), Reason: reason}
+	default:
+		return queue.Verdict{}, &OpError{Op: "dispatch", Err: fmt.Errorf("unexpected script reply %q", res)}
+	}
+	g.record(ctx, "dispatch", p.Kind, p.ID, rh, metric, reason)
+	return v, nil
+}
+
+// Settle records the result of an attempt that [Guard.Dispatch] allowed.
+// Sent makes the claim "sent" until the email's expiry plus
+// Config.ClaimGrace, so a redelivered task is a duplicate; Failed and
+// Expired are terminal likewise; Deferred or "" (a temporary failure)
+// releases the claim if this attempt still holds it, so a retry may send.
+// reason is a short token ("hard_bounce", "retries_exhausted"); anything
+// else is counted as "other". Terminal states never change, so calling it
+// again counts nothing twice.
+func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, outcome queue.Outcome, reason string) error {
+	var o string
+	switch outcome {
+	case queue.Sent:
+		o = "sent"
+	case queue.Failed:
+		o = "failed"
+	case queue.Expired:
+		o = "expired"
+	case queue.Deferred, "":
+		o = "retry"
+	default:
+		return fmt.Errorf("guard: settle: outcome %q is not sent, failed, expired or deferred", outcome)
+	}
+	if _, err := g.plan("settle", p.Kind); err != nil {
+		return err
+	}
+	reason = token(reason)
+	rh := pii.Hash(p.To)
+	keys := []string{rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions}
+	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
+		p.Kind, g.sampleFlag(), rh, p.ID, g.logLen}
+	res, err := rkeys.Settle.Run(ctx, g.rdb, keys, args...).Text()
+	if err != nil {
+		err = opError(ctx, "settle", err)
+		g.log.LogAttrs(ctx, slog.LevelWarn, "guard settle failed", slog.String("kind", p.Kind),
+			slog.String("task_id", p.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
+		return err
+	}
+	if res == "recorded" {
+		g.record(ctx, "settle", p.Kind, p.ID, rh, o, reason)
+	}
+	return nil
+}
+
+// record counts a decision in the process's metrics and logs it.
+func (g *Guard) record(ctx context.Context, stage, kind, id, rh, outcome, reason string) {
+	g.metrics.decisions.WithLabelValues(kind, outcome, reason).Inc()
+	g.log.LogAttrs(ctx, slog.LevelDebug, "guard decision", slog.String("stage", stage), slog.String("kind", kind),
+		slog.String("outcome", outcome), slog.String("reason", reason), slog.String("task_id", id), slog.String("rcpt_hash", rh))
+}
+
+// domainOf returns the canonical domain of a recipient, the key of its
+// per-domain rate.
+func (g *Guard) domainOf(to string) string {
+	c := Canonical(to, LocalRules{GmailDots: g.policy.RecipientRules.GmailDots})
+	return c[strings.LastIndexByte(c, '@')+1:]
+}
+
+// token returns s when it is a short lower-case token, "other" otherwise,
+// so reasons cannot grow the stats hash or metric labels without bound.
+func token(s string) string {
+	if s == "" {
+		return ""
+	}
+	if len(s) > 32 || strings.ContainsFunc(s, func(r rune) bool { return !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
+		return "other"
+	}
+	return s
+}
+
+// kindNames returns the names of the kinds the guard knows, sorted.
+func (g *Guard) kindNames() []string {
+	names := make([]string, 0, len(g.plans))
+	for k := range g.plans {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
+}

@@ -1,0 +1,167 @@
+package guard
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+)
+
+// Handler returns the guard's admin API, to be mounted at /v1/:
+//
+//	GET    /v1/stats                         counts per kind ([Stats])
+//	GET    /v1/suppressions?address=A        one entry: {"suppressed": bool, "entry": ...}
+//	GET    /v1/suppressions?cursor=C&count=N a page of entries and the next cursor ("0" at the end)
+//	POST   /v1/suppressions                  {"address": A, "reason": R} adds an entry
+//	DELETE /v1/suppressions?address=A        removes it (or a JSON body {"address": A})
+//	GET    /v1/decisions?limit=N             the decision log, newest first (N ≤ the log's bound)
+//
+// Responses are JSON; errors are {"error": "..."} with 400 for bad input and
+// 503 when Redis does not answer. The API has no authentication of its own:
+// serve it on an operator-only listener.
+func (g *Guard) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/stats", g.serveStats)
+	mux.HandleFunc("GET /v1/suppressions", g.serveSuppressions)
+	mux.HandleFunc("POST /v1/suppressions", g.serveSuppress)
+	mux.HandleFunc("DELETE /v1/suppressions", g.serveUnsuppress)
+	mux.HandleFunc("GET /v1/decisions", g.serveDecisions)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code := http.StatusBadRequest
+	if errors.Is(err, ErrUnavailable) {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+func (g *Guard) serveStats(w http.ResponseWriter, r *http.Request) {
+	st, err := g.Stats(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+type suppressionRequest struct {
+	Address string `json:"address"`
+	Reason  string `json:"reason"`
+}
+
+// readAddress reads the address from the query or, failing that, a JSON body.
+func readAddress(w http.ResponseWriter, r *http.Request) (suppressionRequest, error) {
+	var req suppressionRequest
+	if a := r.URL.Query().Get("address"); a != "" {
+		req.Address = a
+		req.Reason = r.URL.Query().Get("reason")
+		return req, nil
+	}
+	if r.Body == nil || r.ContentLength == 0 {
+		return req, errors.New("guard: address is required")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, errors.New("guard: body must be JSON {\"address\": ..., \"reason\": ...}")
+	}
+	if req.Address == "" {
+		return req, errors.New("guard: address is required")
+	}
+	return req, nil
+}
+
+func (g *Guard) serveSuppressions(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if a := q.Get("address"); a != "" {
+		s, ok, err := g.LookupSuppression(r.Context(), a)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		resp := map[string]any{"suppressed": ok}
+		if ok {
+			resp["entry"] = s
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	var cursor uint64
+	count := 100
+	if c := q.Get("cursor"); c != "" {
+		n, err := strconv.ParseUint(c, 10, 64)
+		if err != nil {
+			writeError(w, errors.New("guard: cursor must be an unsigned integer"))
+			return
+		}
+		cursor = n
+	}
+	if c := q.Get("count"); c != "" {
+		n, err := strconv.Atoi(c)
+		if err != nil || n <= 0 || n > 10000 {
+			writeError(w, errors.New("guard: count must be between 1 and 10000"))
+			return
+		}
+		count = n
+	}
+	list, next, err := g.ListSuppressions(r.Context(), cursor, count)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": list, "cursor": strconv.FormatUint(next, 10)})
+}
+
+func (g *Guard) serveSuppress(w http.ResponseWriter, r *http.Request) {
+	req, err := readAddress(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := g.Suppress(r.Context(), req.Address, req.Reason); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"suppressed": true})
+}
+
+func (g *Guard) serveUnsuppress(w http.ResponseWriter, r *http.Request) {
+	req, err := readAddress(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	removed, err := g.unsuppress(r.Context(), req.Address)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"removed": removed})
+}
+
+func (g *Guard) serveDecisions(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		bound, _ := strconv.Atoi(g.logLen)
+		if err != nil || n <= 0 || n > bound {
+			writeError(w, errors.New("guard: limit must be between 1 and "+g.logLen))
+			return
+		}
+		limit = n
+	}
+	ds, err := g.Decisions(r.Context(), limit)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"decisions": ds})
+}
