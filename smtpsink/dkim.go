@@ -308,3 +308,48 @@ func verifyDKIM(raw []byte, sigs []string, keys *Keys) []DKIMResult {
 	}
 	return out
 }
+
+// verifier runs DKIM verifications on a few long-lived goroutines, one per
+// CPU. A connection's goroutine is new and small; the verifier's deep calls
+// (RSA arithmetic, go-msgauth's regexps) would grow its stack for every
+// message, which costs more than handing the work over. It also keeps
+// verification from using more CPUs than there are.
+type verifier struct {
+	keys *Keys
+	jobs chan verifyJob // nil until start: verify runs on the caller
+	wg   sync.WaitGroup
+}
+
+type verifyJob struct {
+	raw  []byte
+	sigs []string
+	out  chan<- []DKIMResult
+}
+
+func (v *verifier) start(workers int) {
+	v.jobs = make(chan verifyJob)
+	for range workers {
+		v.wg.Go(func() {
+			for j := range v.jobs {
+				j.out <- verifyDKIM(j.raw, j.sigs, v.keys)
+			}
+		})
+	}
+}
+
+// stop ends the workers once no verify call can start any more.
+func (v *verifier) stop() {
+	if v.jobs != nil {
+		close(v.jobs)
+		v.wg.Wait()
+	}
+}
+
+func (v *verifier) verify(raw []byte, sigs []string) []DKIMResult {
+	if len(sigs) == 0 || v.jobs == nil {
+		return verifyDKIM(raw, sigs, v.keys)
+	}
+	out := make(chan []DKIMResult, 1)
+	v.jobs <- verifyJob{raw: raw, sigs: sigs, out: out}
+	return <-out
+}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -134,14 +135,15 @@ func (c Config) withDefaults() (Config, error) {
 // Server is an SMTP sink with an HTTP API. Create it with [New], then
 // [Server.Start] it; its methods are safe for concurrent use.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *store
-	conns   *connTracker
-	limiter *rate.Limiter // nil when MaxRate is 0
-	smtp    *smtp.Server
-	handler http.Handler
-	bufs    sync.Pool // *bytes.Buffer to read messages into; the stored copy is exactly sized
+	cfg      Config
+	log      *slog.Logger
+	store    *store
+	verifier *verifier
+	conns    *connTracker
+	limiter  *rate.Limiter // nil when MaxRate is 0
+	smtp     *smtp.Server
+	handler  http.Handler
+	bufs     sync.Pool // *bytes.Buffer to read messages into; the stored copy is exactly sized
 
 	mu      sync.Mutex // guards the lifecycle fields below
 	started bool
@@ -166,12 +168,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		store:   newStore(cfg.MaxMessages, max(10*cfg.MaxMessages, 1024)),
-		conns:   &connTracker{conns: make(map[*trackedConn]struct{}), max: cfg.MaxSessions},
-		done:    make(chan struct{}),
-		drained: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		store:    newStore(cfg.MaxMessages, max(10*cfg.MaxMessages, 1024)),
+		verifier: &verifier{keys: cfg.Keys},
+		conns:    &connTracker{conns: make(map[*trackedConn]struct{}), max: cfg.MaxSessions},
+		done:     make(chan struct{}),
+		drained:  make(chan struct{}),
 	}
 	if cfg.MaxRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.MaxRate), max(1, int(math.Ceil(cfg.MaxRate))))
@@ -209,7 +212,10 @@ func (s *Server) Start() error {
 		return errors.New("smtpsink: server already started")
 	}
 
-	ln, err := net.Listen("tcp", s.cfg.SMTPAddr)
+	// No TCP keep-alive on SMTP connections: the read timeout already ends
+	// dead sessions, and enabling it costs four system calls per connection.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.SMTPAddr)
 	if err != nil {
 		return fmt.Errorf("smtpsink: listen SMTP: %w", err)
 	}
@@ -223,6 +229,7 @@ func (s *Server) Start() error {
 	}
 	s.started = true
 	s.smtpLn = ln
+	s.verifier.start(runtime.GOMAXPROCS(0))
 	s.warnIfExposed("smtp", ln.Addr())
 	s.serving.Go(func() {
 		if err := s.smtp.Serve(&trackingListener{Listener: ln, s: s}); err != nil {
@@ -335,6 +342,8 @@ func (s *Server) drain() {
 	}
 	s.serving.Wait()
 	s.bg.Wait()
+	// No session runs any more, so nothing can ask for a verification.
+	s.verifier.stop()
 }
 
 func (s *Server) forceClose() {
@@ -410,7 +419,43 @@ type trackedConn struct {
 	t    *connTracker
 	busy bool // inside a transaction; guarded by t.mu
 	once sync.Once
+
+	wmu     sync.Mutex
+	pending []byte // continuation lines of a multi-line reply not yet sent
 }
+
+// maxPending bounds the continuation lines held back by Write.
+const maxPending = 4096
+
+// Write sends a reply line. go-smtp flushes every line it writes, which
+// costs the nine-line EHLO reply nine system calls and nine TCP segments;
+// continuation lines ("250-…", RFC 5321 section 4.2.1) are therefore held
+// and sent together with the final line of their reply in one write.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if isContinuationLine(p) && len(c.pending)+len(p) <= maxPending {
+		c.pending = append(c.pending, p...) // p is go-smtp's buffer: copy it
+		return len(p), nil
+	}
+	if len(c.pending) == 0 {
+		return c.Conn.Write(p)
+	}
+	bufs := net.Buffers{c.pending, p}
+	_, err := bufs.WriteTo(c.Conn)
+	c.pending = c.pending[:0]
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func isContinuationLine(p []byte) bool {
+	return len(p) >= 6 && p[3] == '-' && p[len(p)-2] == '\r' && p[len(p)-1] == '\n' &&
+		'2' <= p[0] && p[0] <= '5' && isDigit(p[1]) && isDigit(p[2])
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {

@@ -321,7 +321,9 @@ func TestLimits(t *testing.T) {
 		}
 	})
 	t.Run("sessions", func(t *testing.T) {
-		// Hold both session slots, then a third connection is turned away.
+		// A sink of its own: connections closed by the other subtests may
+		// not have been noticed yet. Hold both slots; a third is turned away.
+		s := startSink(t, Config{MaxSessions: 2})
 		for range 2 {
 			c := dial(t, s)
 			if err := c.Noop(); err != nil {

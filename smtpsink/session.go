@@ -221,7 +221,7 @@ func (s *Server) record(from string, rcpts []string, raw []byte, dropped bool) *
 		MessageID:  h.messageID,
 		Size:       len(raw),
 		Dropped:    dropped,
-		DKIM:       verifyDKIM(raw, h.dkim, s.cfg.Keys),
+		DKIM:       s.verifier.verify(raw, h.dkim),
 		Raw:        raw,
 	}
 	s.store.add(m)
