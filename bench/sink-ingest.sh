@@ -13,6 +13,8 @@
 #
 # Usage: bench/sink-ingest.sh
 # Env:   SESSIONS (20) MESSAGES (20000) LENGTH (2048) ROUNDS (3)
+#        SINK_GOMAXPROCS (unset: Go's default) for smtpsink; smtp-sink is
+#        single-threaded, so 1 compares the two on one core each
 #        SMTP_SOURCE (/usr/sbin/smtp-source) SMTP_SINK (/usr/sbin/smtp-sink)
 #        PYTHON (/usr/bin/python3, with the dkim module)
 set -euo pipefail
@@ -84,7 +86,9 @@ sink_smtp=$(free_port)
 sink_http=$(free_port)
 pf_port=$(free_port)
 
-"$work/smtpsink" -smtp "127.0.0.1:$sink_smtp" -http "127.0.0.1:$sink_http" \
+sink_env=()
+[[ -n ${SINK_GOMAXPROCS:-} ]] && sink_env=("GOMAXPROCS=$SINK_GOMAXPROCS")
+env "${sink_env[@]}" "$work/smtpsink" -smtp "127.0.0.1:$sink_smtp" -http "127.0.0.1:$sink_http" \
 	-dkim-keys "$work/keys.txt" >"$work/smtpsink.out" 2>"$work/smtpsink.err" &
 sink_pid=$!
 pids+=("$sink_pid")
@@ -162,7 +166,8 @@ sys.exit(0 if r == ["pass"] else "sink-ingest: signed message DKIM results %s, w
 done
 
 echo
-echo "smtp-source -s $SESSIONS -m $MESSAGES, one connection per message; median of $ROUNDS rounds; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "smtp-source -s $SESSIONS -m $MESSAGES, one connection per message; median of $ROUNDS rounds"
+echo "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); smtpsink GOMAXPROCS=${SINK_GOMAXPROCS:-default}"
 printf '%-9s %15s %15s %7s   %s\n' scenario "smtpsink msg/s" "smtp-sink msg/s" ratio "CPU us/msg smtpsink / smtp-sink"
 for scenario in signed unsigned; do
 	med() { tr ' ' '\n' <<<"$1" | grep . | median; }

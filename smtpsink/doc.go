@@ -18,7 +18,17 @@
 //
 // [Config].RejectRatio answers a random share of recipients with 451 and
 // [Config].MaxRate limits accepted messages per second, answering 421 at MAIL
-// and closing the connection beyond it.
+// and closing the connection beyond it. Messages are capped in size (552),
+// recipients per message (452) and concurrent sessions (421 greeting), and
+// text lines are held to the 1000 octets of RFC 5321 section 4.5.3.1.6
+// (500), so a sender that breaks the limit fails here rather than at a real
+// relay.
+//
+// A message is stored, with its DKIM results, before the reply to DATA is
+// sent: once a client sees 250, [Server.Messages] returns the message.
+// [Server.Wait] blocks until enough messages have arrived, without polling.
+// An unsigned message gets the single result "none"; a signature whose key
+// is not in [Keys] is a permerror, as a missing DNS record would be.
 //
 // The HTTP API (GET /api/messages, GET /api/messages/{id},
 // GET /api/messages/{id}/raw, DELETE /api/messages, GET /api/stats) and a
