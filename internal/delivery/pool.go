@@ -89,6 +89,9 @@ type poolConn struct {
 	c         *smtp.Client
 	raw       *trackedConn
 	idleSince time.Time
+	// helloPending is set after RSET: go-smtp's Client.Reset makes the next
+	// command start with EHLO.
+	helloPending bool
 }
 
 // NewPool validates cfg and returns a Pool. No connection is opened until
@@ -228,6 +231,7 @@ func (p *Pool) Send(ctx context.Context, from string, to []string, msg []byte) e
 
 // transact runs one mail transaction on pc.
 func (p *Pool) transact(ctx context.Context, pc *poolConn, from string, to []string, msg []byte) *SendError {
+	pc.helloPending = false // the first command below sends any owed EHLO
 	opts := &smtp.MailOptions{Size: int64(len(msg))}
 	if !isASCII(from) || !allASCII(to) {
 		// Noop runs a pending EHLO and reports its error, which Extension
@@ -278,7 +282,7 @@ func (p *Pool) get(ctx context.Context) (*poolConn, *SendError) {
 	if pc, err := p.take(); err != nil {
 		return nil, err
 	} else if pc != nil {
-		err := p.reset(ctx, pc)
+		err := p.probe(ctx, pc)
 		if err == nil {
 			return pc, nil
 		}
@@ -325,9 +329,34 @@ func (p *Pool) put(pc *poolConn, keep bool) {
 	_ = pc.c.Close()
 }
 
+// reset sends RSET, ending the current transaction.
 func (p *Pool) reset(ctx context.Context, pc *poolConn) error {
+	return p.run(ctx, pc, func() error {
+		err := pc.c.Reset()
+		pc.helloPending = err == nil
+		return err
+	})
+}
+
+// probe checks that a pooled connection is alive and resets its state before
+// reuse: RSET, or EHLO when an RSET already ran and go-smtp owes an EHLO
+// anyway (EHLO resets the state like RSET, RFC 5321 section 4.1.4), which
+// saves two round trips after a refused transaction.
+func (p *Pool) probe(ctx context.Context, pc *poolConn) error {
+	if !pc.helloPending {
+		return p.reset(ctx, pc)
+	}
+	return p.run(ctx, pc, func() error {
+		err := pc.c.Hello(p.cfg.HelloName)
+		pc.helloPending = false
+		return err
+	})
+}
+
+// run calls f with pc bound to ctx.
+func (p *Pool) run(ctx context.Context, pc *poolConn, f func() error) error {
 	unbind := pc.raw.bind(ctx)
-	err := pc.c.Reset()
+	err := f()
 	if !unbind() && err == nil {
 		err = contextErr(ctx)
 	}
