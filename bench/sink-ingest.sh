@@ -149,7 +149,8 @@ for scenario in signed unsigned; do
 		for target in "${order[@]}"; do
 			port=$sink_smtp pid=$sink_pid
 			[[ $target == postfix ]] && port=$pf_port pid=$pf_pid
-			read -r r c < <(run "$target" "$port" "$pid" "${src[@]}")
+			out=$(run "$target" "$port" "$pid" "${src[@]}")
+			read -r r c <<<"$out"
 			echo "$scenario round $round $target: $r msg/s, $c CPU us/msg" >&2
 			rates[$scenario.$target]+="$r "
 			cpus[$scenario.$target]+="$c "

@@ -232,7 +232,9 @@ func (s *Server) Start() error {
 	s.verifier.start(runtime.GOMAXPROCS(0))
 	s.warnIfExposed("smtp", ln.Addr())
 	s.serving.Go(func() {
-		if err := s.smtp.Serve(&trackingListener{Listener: ln, s: s}); err != nil {
+		// Shutdown closes the listener itself, which Serve may see first.
+		err := s.smtp.Serve(&trackingListener{Listener: ln, s: s})
+		if err != nil && !(s.closing() && errors.Is(err, net.ErrClosed)) {
 			s.log.Error("smtpsink: SMTP server stopped", "err", err)
 		}
 	})

@@ -613,3 +613,24 @@ func TestLogsNeverHoldRecipients(t *testing.T) {
 		t.Errorf("logs = %q, want rcpt_hash", logs.String())
 	}
 }
+
+func TestCleanRunLogsNoWarnings(t *testing.T) {
+	var logs bytes.Buffer
+	s, err := New(Config{
+		SMTPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, s, "r@example.com", newMessage("s", "", "b"))
+	if err := s.Shutdown(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if logs.Len() > 0 {
+		t.Errorf("start, send and shutdown logged warnings or errors:\n%s", logs.String())
+	}
+}
