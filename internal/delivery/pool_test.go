@@ -589,3 +589,32 @@ func BenchmarkPoolSend(b *testing.B) {
 		}
 	}
 }
+
+// TestPoolDialTimeoutOnSilentRelay covers a relay that accepts TCP but never
+// greets: DialTimeout bounds connection set-up.
+func TestPoolDialTimeoutOnSilentRelay(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		for c := range accepted {
+			_ = c.Close()
+		}
+	})
+	p := newTestPool(t, PoolConfig{Addr: l.Addr().String(), DialTimeout: 200 * time.Millisecond, CommandTimeout: time.Hour})
+	err = p.Send(context.Background(), "bounce@example.com", []string{"u@example.org"}, testMsg(t, 1))
+	se := asSendError(t, err)
+	if se.Stage != StageDial || !se.Temporary || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("SendError = %+v, want a temporary dial timeout", se)
+	}
+}
