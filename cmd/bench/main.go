@@ -1,0 +1,43 @@
+// Command bench measures floodgate side by side with baselines on this
+// machine, and prints ratios. It is for humans and release notes, not CI.
+//
+//	go run ./cmd/bench pipeline [-n 5000] [-rounds 3]   # worker vs plain asynq+go-msgauth+go-smtp
+//
+// Each figure is measured against its baseline in the same run, on the same
+// Redis and the same sink, alternating the two to share any drift.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench pipeline [flags]")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if prof := os.Getenv("BENCH_CPUPROFILE"); prof != "" {
+		f, err := os.Create(prof)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	var err error
+	switch os.Args[1] {
+	case "pipeline":
+		err = runPipeline(ctx, os.Args[2:], os.Stdout)
+	default:
+		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/mail"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is everything the worker is started with.
+type config struct {
+	Dev              bool
+	RedisURL         string
+	SMTPAddr         string
+	SMTPTLS          string
+	SMTPUser         string
+	SMTPPassword     string
+	AllowInsecure    bool
+	PolicyFile       string
+	TemplatesDir     string
+	DKIMDomain       string
+	DKIMKeys         []string // SELECTOR=PEMFILE
+	From             string
+	App              string
+	HTTPAddr         string
+	AdminToken       string
+	Concurrency      int
+	ShutdownTimeout  time.Duration
+	LogLevel         string
+	LogJSON          bool
+	DevSMTPAddr      string
+	DevHTTPAddr      string
+	passwordFile     string
+	insecureEnvValue string
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// parseConfig reads flags, then the environment for what flags leave
+// unset. Secrets come only from the environment or files.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&c.Dev, "dev", false, "embedded Redis, embedded smtpsink and generated DKIM keys: no setup needed")
+	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL, redis:// or rediss:// (env FLOODGATE_REDIS_URL)")
+	fs.StringVar(&c.SMTPAddr, "smtp", "", "SMTP relay HOST:PORT")
+	fs.StringVar(&c.SMTPTLS, "smtp-tls", "starttls", "relay TLS: starttls, tls, or none (none only for a loopback relay)")
+	fs.StringVar(&c.SMTPUser, "smtp-user", "", "SMTP AUTH user; password from env FLOODGATE_SMTP_PASSWORD or -smtp-password-file")
+	fs.StringVar(&c.passwordFile, "smtp-password-file", "", "file holding the SMTP password")
+	fs.StringVar(&c.PolicyFile, "policy", "", "policy YAML file (default: built-in policy)")
+	fs.StringVar(&c.TemplatesDir, "templates", "", "directory overriding or adding templates (<dir>/<kind>/subject.txt, text.txt, html.html)")
+	fs.StringVar(&c.DKIMDomain, "dkim-domain", "", "DKIM signing domain (d=)")
+	fs.Var((*multiFlag)(&c.DKIMKeys), "dkim-key", "SELECTOR=PEMFILE, repeatable: one signature per key (RSA >= 2048 or Ed25519)")
+	fs.StringVar(&c.From, "from", "", `From address, e.g. "Example <no-reply@example.com>" (default no-reply@DKIM-DOMAIN)`)
+	fs.StringVar(&c.App, "app", "", "product name shown in emails (default the From name)")
+	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "address serving /metrics, /healthz, /readyz and the admin API /v1/ (\"\" disables)")
+	fs.IntVar(&c.Concurrency, "concurrency", 20, "emails processed at once")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for running sends")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines instead of text")
+	fs.StringVar(&c.DevSMTPAddr, "dev-smtp", "", "with -dev: the embedded sink's SMTP address (default 127.0.0.1:2525)")
+	fs.StringVar(&c.DevHTTPAddr, "dev-sink-http", "", "with -dev: the embedded sink's web address (default 127.0.0.1:8025)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.RedisURL == "" {
+		c.RedisURL = getenv("FLOODGATE_REDIS_URL")
+	}
+	c.AdminToken = getenv("FLOODGATE_ADMIN_TOKEN")
+	c.AllowInsecure = getenv("FLOODGATE_ALLOW_INSECURE_SMTP") == "1"
+	c.SMTPPassword = getenv("FLOODGATE_SMTP_PASSWORD")
+	if c.passwordFile != "" {
+		b, err := os.ReadFile(c.passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("-smtp-password-file: %w", err)
+		}
+		c.SMTPPassword = strings.TrimRight(string(b), "\r\n")
+	}
+	if c.Dev {
+		return c, nil
+	}
+	switch {
+	case c.RedisURL == "":
+		return nil, errors.New("-redis (or FLOODGATE_REDIS_URL) is required; try -dev for an embedded stack")
+	case c.SMTPAddr == "":
+		return nil, errors.New("-smtp HOST:PORT is required")
+	case c.SMTPUser != "" && c.SMTPPassword == "":
+		return nil, errors.New("-smtp-user needs a password in FLOODGATE_SMTP_PASSWORD or -smtp-password-file")
+	case len(c.DKIMKeys) > 0 && c.DKIMDomain == "":
+		return nil, errors.New("-dkim-key needs -dkim-domain")
+	case c.Concurrency <= 0:
+		return nil, errors.New("-concurrency must be positive")
+	}
+	if c.From == "" {
+		if c.DKIMDomain == "" {
+			return nil, errors.New("-from is required (or -dkim-domain, giving no-reply@DOMAIN)")
+		}
+		c.From = "no-reply@" + c.DKIMDomain
+	}
+	if _, err := mail.ParseAddress(c.From); err != nil {
+		return nil, fmt.Errorf("-from: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate-dev/floodgate/internal/delivery"
+	"github.com/floodgate-dev/floodgate/internal/devstack"
+	"github.com/floodgate-dev/floodgate/internal/redisx"
+	"github.com/floodgate-dev/floodgate/internal/worker"
+	"github.com/floodgate-dev/floodgate/queue"
+	"github.com/floodgate-dev/floodgate/templates"
+)
+
+// started is what run reports once the worker is up; tests wait on it.
+type started struct {
+	HTTPAddr string
+	RedisURL string
+	Stack    *devstack.Stack
+}
+
+// run starts the worker and blocks until ctx ends, then shuts down in this
+// order: stop taking emails and finish running sends (worker), close SMTP
+// connections, stop the HTTP server, stop the embedded stack.
+func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+	return runWith(ctx, cfg, stdout, stderr, nil)
+}
+
+func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan<- started) error {
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	var stack *devstack.Stack
+	var keys []delivery.Key
+	if cfg.Dev {
+		stack, err = devstack.Start(devstack.Config{SMTPAddr: cfg.DevSMTPAddr, HTTPAddr: cfg.DevHTTPAddr, Logger: logger})
+		if err != nil {
+			return err
+		}
+		defer stack.Shutdown(context.WithoutCancel(ctx))
+		cfg.RedisURL = stack.RedisURL()
+		cfg.SMTPAddr, cfg.SMTPTLS = stack.Sink.SMTPAddr(), "none"
+		cfg.DKIMDomain = stack.Domain
+		keys = stack.Keys
+		if cfg.From == "" {
+			cfg.From = "Floodgate Dev <no-reply@" + stack.Domain + ">"
+		}
+	}
+	for _, spec := range cfg.DKIMKeys {
+		sel, path, ok := strings.Cut(spec, "=")
+		if !ok || sel == "" || path == "" {
+			return fmt.Errorf("-dkim-key %q: want SELECTOR=PEMFILE", spec)
+		}
+		k, err := delivery.LoadKey(sel, path)
+		if err != nil {
+			return fmt.Errorf("-dkim-key %s: %w", sel, err)
+		}
+		keys = append(keys, k)
+	}
+	var signer *delivery.Signer
+	if len(keys) > 0 {
+		if signer, err = delivery.NewSigner(cfg.DKIMDomain, keys); err != nil {
+			return err
+		}
+	}
+	from, err := mail.ParseAddress(cfg.From)
+	if err != nil {
+		return fmt.Errorf("-from: %w", err)
+	}
+	tmpl, err := templates.New(cfg.TemplatesDir)
+	if err != nil {
+		return err
+	}
+	kinds := queue.DefaultKinds()
+
+	rdb, err := redisx.Open(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = rdb.Ping(pingCtx).Err()
+	cancel()
+	if err != nil {
+		// Not fatal: tasks stay in Redis, and asynq reconnects when it is back.
+		logger.Warn("redis not reachable at start-up; will keep trying", "err", err)
+	}
+
+	pool, err := delivery.NewPool(delivery.PoolConfig{
+		Addr:     cfg.SMTPAddr,
+		TLS:      delivery.TLSMode(cfg.SMTPTLS),
+		Username: cfg.SMTPUser,
+		Password: cfg.SMTPPassword,
+		MaxConns: max(1, min(cfg.Concurrency, 16)),
+		Logger:   logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	w, err := worker.New(worker.Config{
+		Redis:           rdb,
+		Sender:          pool,
+		Templates:       tmpl,
+		Signer:          signerOrNil(signer),
+		From:            *from,
+		App:             cfg.App,
+		Kinds:           kinds,
+		Concurrency:     cfg.Concurrency,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          logger,
+		Registerer:      reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.Start(); err != nil {
+		return err
+	}
+
+	var httpAddr string
+	var srv *http.Server
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			_ = w.Shutdown(context.WithoutCancel(ctx))
+			return fmt.Errorf("-http: %w", err)
+		}
+		httpAddr = ln.Addr().String()
+		srv = &http.Server{Handler: newMux(reg, w, rdb), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("http server", "err", err)
+			}
+		}()
+	}
+	logger.Info("worker started", "http", httpAddr, "smtp", cfg.SMTPAddr, "concurrency", cfg.Concurrency, "dkim_keys", len(keys))
+	if cfg.Dev {
+		printDevBanner(stdout, stack, httpAddr)
+	}
+	if up != nil {
+		up <- started{HTTPAddr: httpAddr, RedisURL: cfg.RedisURL, Stack: stack}
+	}
+
+	<-ctx.Done()
+	logger.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+5*time.Second)
+	defer cancel()
+	werr := w.Shutdown(shutCtx)
+	if srv != nil {
+		_ = srv.Shutdown(shutCtx)
+	}
+	return werr
+}
+
+// signerOrNil keeps a nil *Signer from becoming a non-nil interface.
+func signerOrNil(s *delivery.Signer) worker.Signer {
+	if s == nil {
+		return nil
+	}
+	return s
+}
+
+func newMux(reg *prometheus.Registry, w *worker.Worker, rdb redis.UniversalClient) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(rw, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := w.Ready(ctx); err != nil {
+			http.Error(rw, "not ready: redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(rw, "ready\n")
+	})
+	return mux
+}
+
+func newLogger(cfg *config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func printDevBanner(w io.Writer, s *devstack.Stack, httpAddr string) {
+	fmt.Fprintf(w, `
+floodgate worker -dev is running (embedded stack; everything is in memory)
+
+  Redis (embedded):     %[1]s
+  SMTP sink:            smtp://%[2]s
+  Sink web page:        http://%[3]s/
+  Sink API:             http://%[3]s/api/messages
+  Worker HTTP:          http://%[4]s/metrics  /healthz  /readyz
+  DKIM:                 d=%[5]s, selectors dev-rsa (RSA-2048) and dev-ed25519, verified by the sink
+
+Send a password-reset email from another terminal:
+
+  go run ./cmd/enqueue -redis %[1]s -kind password_reset \
+      -to alice@example.test -data reset_url=https://app.example/r/abc
+
+then open http://%[3]s/ to see it with its DKIM results. Ctrl-C stops everything.
+
+`, s.RedisURL(), s.Sink.SMTPAddr(), s.Sink.HTTPAddr(), httpAddr, s.Domain)
+}

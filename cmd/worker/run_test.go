@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/floodgate-dev/floodgate/internal/redisx"
+	"github.com/floodgate-dev/floodgate/queue"
+	"github.com/floodgate-dev/floodgate/smtpsink"
+)
+
+// TestDevModeEndToEnd runs `worker -dev` in-process: embedded Redis, sink
+// and keys; an email enqueued against the printed Redis URL arrives signed.
+func TestDevModeEndToEnd(t *testing.T) {
+	cfg, err := parseConfig([]string{"-dev", "-http", "127.0.0.1:0", "-dev-smtp", "127.0.0.1:0", "-dev-sink-http", "127.0.0.1:0"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	up := make(chan started, 1)
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() { done <- runWith(ctx, cfg, &out, io.Discard, up) }()
+	var s started
+	select {
+	case s = <-up:
+	case err := <-done:
+		t.Fatalf("run returned early: %v", err)
+	}
+
+	rdb, err := redisx.Open(s.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	client, err := queue.NewClient(queue.Config{Redis: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r, err := client.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: "alice@example.test",
+		Data: map[string]string{"reset_url": "https://app.example/r/abc"}})
+	if err != nil || r.Outcome != queue.Queued {
+		t.Fatalf("enqueue: %+v, %v", r, err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	msgs, err := s.Stack.Sink.Wait(wctx, 1, smtpsink.Query{To: "alice@example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs[0].DKIM) != 2 || msgs[0].DKIM[0].Result != "pass" || msgs[0].DKIM[1].Result != "pass" {
+		t.Errorf("DKIM results %+v, want two passes", msgs[0].DKIM)
+	}
+
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "ready",
+		"/metrics": `floodgate_worker_emails_total{kind="password_reset",outcome="sent",reason=""} 1`,
+	} {
+		resp, err := http.Get("http://" + s.HTTPAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d, body lacks %q", path, resp.StatusCode, want)
+		}
+	}
+	resp, err := http.Get("http://" + s.Stack.Sink.HTTPAddr() + "/api/messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	banner := out.String()
+	for _, want := range []string{s.RedisURL, "go run ./cmd/enqueue -redis " + s.RedisURL, s.Stack.Sink.HTTPAddr()} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("banner lacks %q:\n%s", want, banner)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	weak, _ := rsa.GenerateKey(rand.Reader, 1024)
+	weakPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(weak)})
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	weakFile := write("weak.pem", weakPEM)
+	junkFile := write("junk.pem", []byte("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"))
+	base := []string{"-redis", "redis://127.0.0.1:1", "-smtp", "127.0.0.1:2525", "-smtp-tls", "none", "-http", "", "-dkim-domain", "example.test"}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{append(base, "-dkim-key", "s1="+weakFile), "2048"},
+		{append(base, "-dkim-key", "s1="+junkFile), "junk.pem"},
+		{append(base, "-dkim-key", "s1="+filepath.Join(dir, "missing.pem")), "missing.pem"},
+		{append(base, "-dkim-key", "nofile"), "SELECTOR=PEMFILE"},
+		{[]string{"-redis", "redis://127.0.0.1:1", "-smtp", "relay.example.com:25", "-smtp-tls", "none", "-from", "a@example.test", "-http", ""}, "loopback"},
+	}
+	for _, tt := range tests {
+		cfg, err := parseConfig(tt.args, func(string) string { return "" }, io.Discard)
+		if err == nil {
+			err = run(context.Background(), cfg, io.Discard, io.Discard)
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("worker %v: error %v, want one mentioning %q", tt.args, err, tt.want)
+		}
+	}
+	if _, err := parseConfig(nil, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "-dev") {
+		t.Errorf("no flags: error %v, want a hint about -dev", err)
+	}
+}

@@ -1,0 +1,413 @@
+// Package worker runs floodgate's asynq server: it takes queued emails,
+// asks the dispatch guard, renders, DKIM-signs and delivers them, and
+// records one outcome per email.
+package worker
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate-dev/floodgate/internal/delivery"
+	"github.com/floodgate-dev/floodgate/internal/pii"
+	"github.com/floodgate-dev/floodgate/queue"
+	"github.com/floodgate-dev/floodgate/templates"
+)
+
+// Sender delivers one signed message; [*delivery.Pool] implements it.
+type Sender interface {
+	Send(ctx context.Context, from string, to []string, msg []byte) error
+}
+
+// Signer adds DKIM signatures; [*delivery.Signer] implements it.
+type Signer interface {
+	Sign(msg []byte) ([]byte, error)
+}
+
+// Renderer renders a kind's templates; [*templates.Set] implements it.
+type Renderer interface {
+	Render(kind string, d templates.Data) (templates.Rendered, error)
+}
+
+// Dispatcher is the dispatch guard: it decides before each send attempt and
+// is told how the attempt ended. The guard package implements it.
+type Dispatcher interface {
+	Dispatch(ctx context.Context, p *queue.Payload, attempt string) (queue.Verdict, error)
+	Settle(ctx context.Context, p *queue.Payload, attempt string, outcome queue.Outcome, reason string) error
+}
+
+// Suppressor takes hard-bounced recipients off the sendable list.
+type Suppressor interface {
+	Suppress(ctx context.Context, addr, reason string) error
+}
+
+var (
+	_ Sender   = (*delivery.Pool)(nil)
+	_ Signer   = (*delivery.Signer)(nil)
+	_ Renderer = (*templates.Set)(nil)
+)
+
+// Config configures a [Worker]. Zero fields take the documented defaults.
+type Config struct {
+	// Redis is the connection asynq uses. Required.
+	Redis redis.UniversalClient
+	// Sender delivers messages. Required.
+	Sender Sender
+	// Templates renders each kind. Required.
+	Templates Renderer
+	// Signer DKIM-signs messages; nil sends unsigned (logged at start-up).
+	Signer Signer
+	// From is the From: header and, bare, the envelope sender. Required.
+	From mail.Address
+	// MessageIDDomain is the right-hand side of Message-IDs; default the
+	// domain of From.
+	MessageIDDomain string
+	// App is the product name shown in templates; default From.Name.
+	App string
+	// Kinds configures each kind; nil means queue.DefaultKinds().
+	Kinds queue.Kinds
+	// Dispatcher is the dispatch guard; nil sends everything it is given.
+	Dispatcher Dispatcher
+	// Suppressor receives hard bounces (5.1.x); nil ignores them.
+	Suppressor Suppressor
+	// Concurrency is the number of emails processed at once; default 20.
+	Concurrency int
+	// ShutdownTimeout bounds how long Shutdown waits for running sends
+	// before asynq re-queues them; default 10s.
+	ShutdownTimeout time.Duration
+	// PollInterval is how often asynq looks for due retries and deferred
+	// emails, and for new work on idle queues; default 100ms.
+	PollInterval time.Duration
+	// RetryBase is the first retry delay after a temporary failure; it
+	// doubles per retry up to 5 minutes, with jitter. Default 1s.
+	RetryBase time.Duration
+	// Observe, if set, is called after each outcome is recorded, including
+	// Deferred and a temporary failure (outcome ""). It must not block.
+	Observe func(p *queue.Payload, o queue.Outcome, reason string)
+	// Logger receives one line per outcome; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the worker's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Worker processes queued emails. Start it once; Shutdown stops it.
+type Worker struct {
+	cfg      Config
+	srv      *asynq.Server
+	metrics  *metrics
+	stopOnce sync.Once
+}
+
+// New validates cfg and returns a worker that is not yet started.
+func New(cfg Config) (*Worker, error) {
+	switch {
+	case cfg.Redis == nil:
+		return nil, errors.New("worker: Config.Redis is required")
+	case cfg.Sender == nil:
+		return nil, errors.New("worker: Config.Sender is required")
+	case cfg.Templates == nil:
+		return nil, errors.New("worker: Config.Templates is required")
+	case cfg.From.Address == "":
+		return nil, errors.New("worker: Config.From is required")
+	}
+	if _, err := queue.NormalizeAddress(cfg.From.Address); err != nil {
+		return nil, fmt.Errorf("worker: From: %w", err)
+	}
+	if cfg.MessageIDDomain == "" {
+		cfg.MessageIDDomain = cfg.From.Address[strings.LastIndexByte(cfg.From.Address, '@')+1:]
+	}
+	if cfg.App == "" {
+		cfg.App = cfg.From.Name
+	}
+	if cfg.Kinds == nil {
+		cfg.Kinds = queue.DefaultKinds()
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 20
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 100 * time.Millisecond
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	w := &Worker{cfg: cfg, metrics: newMetrics(cfg.Registerer)}
+	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+		Concurrency: cfg.Concurrency,
+		// Security mail outranks notifications without starving them.
+		Queues: map[string]int{
+			queue.ClassSecurity.QueueName(): 4,
+			queue.ClassNotify.QueueName():   1,
+		},
+		RetryDelayFunc:           w.retryDelay,
+		IsFailure:                isFailure,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		TaskCheckInterval:        cfg.PollInterval,
+		DelayedTaskCheckInterval: cfg.PollInterval,
+		Logger:                   asynqLogger{cfg.Logger},
+		LogLevel:                 asynq.WarnLevel,
+	})
+	return w, nil
+}
+
+// Start begins processing in background goroutines.
+func (w *Worker) Start() error {
+	if w.cfg.Signer == nil {
+		w.cfg.Logger.Warn("worker: no DKIM key configured; messages are sent unsigned")
+	}
+	if err := w.srv.Start(asynq.HandlerFunc(w.ProcessTask)); err != nil {
+		return fmt.Errorf("worker: start: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking new emails, waits up to Config.ShutdownTimeout for
+// running ones (asynq re-queues those still running after it), and returns.
+// It is idempotent. It returns ctx.Err() if ctx ends first; the server then
+// finishes stopping in the background.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		w.stopOnce.Do(w.srv.Shutdown)
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Ready reports whether the worker can reach Redis.
+func (w *Worker) Ready(ctx context.Context) error {
+	if err := w.cfg.Redis.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("worker: redis: %w", err)
+	}
+	return nil
+}
+
+// deferError asks asynq to run the task again after a delay without
+// counting a failure or using a retry.
+type deferError struct{ after time.Duration }
+
+func (e *deferError) Error() string { return fmt.Sprintf("deferred for %v", e.after) }
+
+func isFailure(err error) bool {
+	var d *deferError
+	return !errors.As(err, &d)
+}
+
+// retryDelay honours a deferral's retry-after; real failures back off
+// exponentially with jitter (RetryBase, doubling, up to 5 minutes). Emails past
+// their TTL by the next try are recorded expired, not sent.
+func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var d *deferError
+	if errors.As(err, &d) {
+		return d.after
+	}
+	backoff := w.cfg.RetryBase << min(n, 12)
+	backoff = min(backoff, 5*time.Minute)
+	return backoff/2 + mrand.N(backoff/2+1)
+}
+
+// newAttempt returns a nonce naming one handler invocation, so that the
+// guard's claim tells this attempt from a redelivery of the same task.
+func newAttempt() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ProcessTask handles one delivery attempt of one email. It is the asynq
+// handler and is exported for tests that drive a single attempt.
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	start := time.Now()
+	p, err := queue.DecodePayload(t.Payload())
+	if err != nil {
+		// Archived with the reason; retrying cannot fix it.
+		w.record(ctx, nil, queue.Failed, "payload", err)
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	spec, ok := w.cfg.Kinds[p.Kind]
+	if !ok {
+		w.record(ctx, p, queue.Failed, "unknown_kind", nil)
+		return fmt.Errorf("worker: unknown kind %q: %w", p.Kind, asynq.SkipRetry)
+	}
+	if p.Expired(w.cfg.Now()) {
+		w.settle(ctx, p, "", queue.Expired, "ttl")
+		return nil
+	}
+	attempt := newAttempt()
+	if w.cfg.Dispatcher != nil {
+		v, err := w.cfg.Dispatcher.Dispatch(ctx, p, attempt)
+		if err != nil {
+			// Fail closed: nothing is sent unchecked.
+			w.metrics.guardErrors.Inc()
+			return fmt.Errorf("worker: dispatch guard: %w", err)
+		}
+		if !v.Allow {
+			if v.Outcome == queue.Deferred {
+				w.metrics.outcome(p.Kind, queue.Deferred, v.Reason)
+				w.observe(p, queue.Deferred, v.Reason)
+				return &deferError{after: max(v.RetryAfter, time.Millisecond)}
+			}
+			w.record(ctx, p, v.Outcome, v.Reason, nil)
+			return nil
+		}
+	}
+	err = w.send(ctx, p, spec)
+	w.metrics.sendSeconds.WithLabelValues(p.Kind).Observe(time.Since(start).Seconds())
+	switch {
+	case err == nil:
+		w.settle(ctx, p, attempt, queue.Sent, "")
+		w.metrics.latency.WithLabelValues(p.Kind).Observe(w.cfg.Now().Sub(p.EnqueuedAt).Seconds())
+		return nil
+	case delivery.IsPermanent(err):
+		if delivery.IsHardBounce(err) && w.cfg.Suppressor != nil {
+			if serr := w.cfg.Suppressor.Suppress(ctx, p.To, "hard_bounce"); serr != nil {
+				w.cfg.Logger.Error("suppress hard bounce", "task_id", p.ID, "err", serr)
+			}
+		}
+		w.settle(ctx, p, attempt, queue.Failed, reasonOf(err))
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	default:
+		retried, _ := asynq.GetRetryCount(ctx)
+		if retried >= spec.Retries() {
+			w.settle(ctx, p, attempt, queue.Failed, "retries_exhausted")
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		}
+		// Temporary: release the claim so the retry may send again, with
+		// the same Message-ID.
+		w.settle(ctx, p, attempt, "", reasonOf(err))
+		w.metrics.retries.WithLabelValues(p.Kind, reasonOf(err)).Inc()
+		w.observe(p, "", reasonOf(err))
+		return err
+	}
+}
+
+// send renders, builds, signs and delivers p.
+func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec) error {
+	r, err := w.cfg.Templates.Render(p.Kind, templates.Data{
+		Kind: p.Kind, Name: p.Name, To: p.To, App: w.cfg.App,
+		ExpiresIn: spec.TTL, Values: p.Data,
+	})
+	if err != nil {
+		return permanent("render", err)
+	}
+	m := &delivery.Message{
+		From:      w.cfg.From,
+		To:        mail.Address{Name: p.Name, Address: p.To},
+		Subject:   r.Subject,
+		Text:      r.Text,
+		HTML:      r.HTML,
+		MessageID: p.ID + "@" + w.cfg.MessageIDDomain,
+		Date:      w.cfg.Now(),
+	}
+	if u := p.Data["unsubscribe_url"]; u != "" && spec.Class == queue.ClassNotify {
+		// RFC 8058 one-click unsubscribe.
+		m.Headers = append(m.Headers,
+			delivery.Header{Name: "List-Unsubscribe", Value: "<" + u + ">"},
+			delivery.Header{Name: "List-Unsubscribe-Post", Value: "List-Unsubscribe=One-Click"})
+	}
+	raw, err := delivery.Build(m)
+	if err != nil {
+		return permanent("build", err)
+	}
+	if w.cfg.Signer != nil {
+		if raw, err = w.cfg.Signer.Sign(raw); err != nil {
+			return permanent("dkim", err)
+		}
+	}
+	return w.cfg.Sender.Send(ctx, w.cfg.From.Address, []string{p.To}, raw)
+}
+
+func permanent(stage string, err error) error {
+	return &delivery.SendError{Stage: stage, Temporary: false, Message: err.Error(), Err: err}
+}
+
+// reasonOf names an error's class for logs and metric labels.
+func reasonOf(err error) string {
+	var se *delivery.SendError
+	if errors.As(err, &se) {
+		switch {
+		case se.Ambiguous:
+			return "ambiguous"
+		case se.Code != 0:
+			return fmt.Sprintf("smtp_%d", se.Code)
+		case se.Stage != "":
+			return se.Stage
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	return "error"
+}
+
+// settle tells the guard how the attempt ended and records the outcome.
+func (w *Worker) settle(ctx context.Context, p *queue.Payload, attempt string, o queue.Outcome, reason string) {
+	if w.cfg.Dispatcher != nil && (attempt != "" || o.Terminal()) {
+		// A cancelled attempt context must not stop the outcome reaching Redis.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := w.cfg.Dispatcher.Settle(sctx, p, attempt, o, reason)
+		cancel()
+		if err != nil {
+			w.metrics.guardErrors.Inc()
+			w.cfg.Logger.Error("settle", "task_id", p.ID, "kind", p.Kind, "outcome", string(o), "err", err)
+		}
+	}
+	if o != "" {
+		w.record(ctx, p, o, reason, nil)
+	}
+}
+
+// record counts and logs one outcome. The log line has the recipient's
+// hash only.
+func (w *Worker) record(ctx context.Context, p *queue.Payload, o queue.Outcome, reason string, err error) {
+	kind, id, rcpt := "unknown", "", ""
+	if p != nil {
+		kind, id, rcpt = p.Kind, p.ID, pii.Hash(p.To)
+	}
+	w.metrics.outcome(kind, o, reason)
+	attrs := []slog.Attr{
+		slog.String("kind", kind), slog.String("outcome", string(o)),
+		slog.String("reason", reason), slog.String("task_id", id), slog.String("rcpt_hash", rcpt),
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	w.cfg.Logger.LogAttrs(ctx, level, "email", attrs...)
+	w.observe(p, o, reason)
+}
+
+func (w *Worker) observe(p *queue.Payload, o queue.Outcome, reason string) {
+	if w.cfg.Observe != nil {
+		w.cfg.Observe(p, o, reason)
+	}
+}

@@ -1,0 +1,458 @@
+package worker_test
+
+import (
+	"context"
+	"mime"
+	"mime/multipart"
+	"net/mail"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/floodgate-dev/floodgate/internal/delivery"
+	"github.com/floodgate-dev/floodgate/internal/testutil"
+	"github.com/floodgate-dev/floodgate/internal/worker"
+	"github.com/floodgate-dev/floodgate/queue"
+	"github.com/floodgate-dev/floodgate/smtpsink"
+	"github.com/floodgate-dev/floodgate/templates"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// go-redis keeps a pool reaper per client until Close; the clients
+		// are closed in cleanup, but the reaper may still be parking.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+const domain = "example.test"
+
+// env is one real stack: a private redis-server, an smtpsink verifying
+// DKIM, a DKIM signer with RSA-2048 and Ed25519 keys, and a worker.
+type env struct {
+	redis  *testutil.Redis
+	rdb    *redis.Client
+	sink   *smtpsink.Server
+	client *queue.Client
+	worker *worker.Worker
+
+	mu       sync.Mutex
+	outcomes map[string][]queue.Outcome // by email id
+	changed  chan struct{}
+}
+
+type envOpt func(*worker.Config, *smtpsink.Config)
+
+func newEnv(t *testing.T, opts ...envOpt) *env {
+	t.Helper()
+	e := &env{outcomes: map[string][]queue.Outcome{}, changed: make(chan struct{}, 1)}
+	e.redis = testutil.StartRedis(t)
+	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { e.rdb.Close() })
+
+	var keys []delivery.Key
+	sinkKeys, err := smtpsink.ParseKeys(strings.NewReader(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct{ sel, alg string }{{"s1", "rsa"}, {"s2", "ed25519"}} {
+		key, err := delivery.GenerateKey(k.sel, k.alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, key)
+		sinkKeys.Add(k.sel+"._domainkey."+domain, key.DNSRecord())
+	}
+	signer, err := delivery.NewSigner(domain, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := templates.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wcfg := worker.Config{
+		Redis:        e.rdb,
+		Templates:    tmpl,
+		Signer:       signer,
+		From:         mail.Address{Name: "Example App", Address: "no-reply@" + domain},
+		Concurrency:  4,
+		RetryBase:    10 * time.Millisecond,
+		PollInterval: 20 * time.Millisecond,
+		Observe:      e.observe,
+	}
+	scfg := smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-", Keys: sinkKeys, SlowDelay: 2 * time.Second}
+	for _, o := range opts {
+		o(&wcfg, &scfg)
+	}
+	e.sink, err = smtpsink.New(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.sink.Shutdown(context.Background()) })
+	if wcfg.Sender == nil {
+		pool, err := delivery.NewPool(delivery.PoolConfig{Addr: e.sink.SMTPAddr(), TLS: "none", MaxConns: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pool.Close() })
+		wcfg.Sender = pool
+	}
+	e.worker, err = worker.New(wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.worker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.worker.Shutdown(context.Background()) })
+	e.client, err = queue.NewClient(queue.Config{Redis: e.rdb, Kinds: wcfg.Kinds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.client.Close() })
+	return e
+}
+
+func (e *env) observe(p *queue.Payload, o queue.Outcome, _ string) {
+	id := "?"
+	if p != nil {
+		id = p.ID
+	}
+	e.mu.Lock()
+	e.outcomes[id] = append(e.outcomes[id], o)
+	e.mu.Unlock()
+	select {
+	case e.changed <- struct{}{}:
+	default:
+	}
+}
+
+// waitOutcome blocks until email id has a terminal outcome and returns the
+// whole sequence of outcomes it went through.
+func (e *env) waitOutcome(t *testing.T, id string) []queue.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		e.mu.Lock()
+		seq := append([]queue.Outcome(nil), e.outcomes[id]...)
+		e.mu.Unlock()
+		if len(seq) > 0 && seq[len(seq)-1].Terminal() {
+			return seq
+		}
+		select {
+		case <-e.changed:
+		case <-ctx.Done():
+			t.Fatalf("email %s: no terminal outcome, saw %v", id, seq)
+		}
+	}
+}
+
+func (e *env) enqueue(t *testing.T, em queue.Email) queue.Receipt {
+	t.Helper()
+	r, err := e.client.Enqueue(context.Background(), em)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Outcome != queue.Queued {
+		t.Fatalf("receipt %+v, want queued", r)
+	}
+	return r
+}
+
+func resetEmail(to string) queue.Email {
+	return queue.Email{Kind: queue.KindPasswordReset, To: to, Name: "Alice",
+		Data: map[string]string{"reset_url": "https://app.example/r/abc"}}
+}
+
+// parts returns the decoded text and html parts of a raw message.
+func parts(t *testing.T, raw []byte) (text, html string, hdr mail.Header) {
+	t.Helper()
+	m, err := mail.ReadMessage(strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := multipart.NewReader(m.Body, params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			break
+		}
+		b := new(strings.Builder)
+		if _, err := copyAll(b, p); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(p.Header.Get("Content-Type"), "text/html") {
+			html = b.String()
+		} else {
+			text = b.String()
+		}
+	}
+	return text, html, m.Header
+}
+
+func TestDeliversEachKindSigned(t *testing.T) {
+	e := newEnv(t)
+	emails := []queue.Email{
+		resetEmail("alice@example.com"),
+		{Kind: queue.KindVerifyEmail, To: "bob@example.com", Data: map[string]string{"verify_url": "https://app.example/v/1"}},
+		{Kind: queue.KindNotification, To: "carol@example.com", Name: "Carol", Data: map[string]string{
+			"subject": "Your export is ready", "body": "Download it within a day.",
+			"action_url": "https://app.example/export", "unsubscribe_url": "https://app.example/u/9"}},
+	}
+	ids := map[string]string{}
+	for _, em := range emails {
+		r := e.enqueue(t, em)
+		ids[em.To] = r.ID
+		if seq := e.waitOutcome(t, r.ID); seq[len(seq)-1] != queue.Sent {
+			t.Fatalf("%s: outcomes %v, want sent", em.Kind, seq)
+		}
+	}
+	msgs := e.sink.Messages(smtpsink.Query{})
+	if len(msgs) != 3 {
+		t.Fatalf("sink has %d messages, want 3", len(msgs))
+	}
+	for _, m := range msgs {
+		to := m.RcptTo[0]
+		if m.MessageID != "<"+ids[to]+"@"+domain+">" && m.MessageID != ids[to]+"@"+domain {
+			t.Errorf("%s: Message-ID %q, want the email id %s", to, m.MessageID, ids[to])
+		}
+		if len(m.DKIM) != 2 {
+			t.Fatalf("%s: %d DKIM results, want 2 (RSA + Ed25519)", to, len(m.DKIM))
+		}
+		for _, d := range m.DKIM {
+			if d.Result != "pass" {
+				t.Errorf("%s: DKIM %s/%s = %s (%s), want pass", to, d.Selector, d.Algorithm, d.Result, d.Error)
+			}
+		}
+		full, _ := e.sink.Message(m.ID)
+		text, html, hdr := parts(t, full.Raw)
+		if text == "" || html == "" {
+			t.Errorf("%s: want text and html parts", to)
+		}
+		if hdr.Get("Auto-Submitted") != "auto-generated" {
+			t.Errorf("%s: Auto-Submitted = %q", to, hdr.Get("Auto-Submitted"))
+		}
+		switch to {
+		case "alice@example.com":
+			if !strings.Contains(text, "https://app.example/r/abc") || !strings.Contains(text, "Alice") {
+				t.Errorf("reset text lacks the link or the name:\n%s", text)
+			}
+			if hdr.Get("List-Unsubscribe") != "" {
+				t.Error("a reset email carries List-Unsubscribe")
+			}
+		case "carol@example.com":
+			if hdr.Get("List-Unsubscribe") != "<https://app.example/u/9>" || hdr.Get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click" {
+				t.Errorf("notification unsubscribe headers: %q %q", hdr.Get("List-Unsubscribe"), hdr.Get("List-Unsubscribe-Post"))
+			}
+			if m.Subject != "Your export is ready" {
+				t.Errorf("subject %q", m.Subject)
+			}
+		}
+	}
+}
+
+func TestHostileBodiesArriveIntact(t *testing.T) {
+	e := newEnv(t)
+	bodies := []string{
+		"line one\n.\r\nline after a lone dot",
+		"a\r\n.\nb",
+		"a\n.\nb",
+		"bare\rcarriage return",
+		strings.Repeat("x", 3000) + " end of a long line",
+		".leading dot\n..two dots\n.",
+	}
+	for i, body := range bodies {
+		to := "user" + string(rune('a'+i)) + "@example.com"
+		r := e.enqueue(t, queue.Email{Kind: queue.KindNotification, To: to,
+			Data: map[string]string{"subject": "Body test", "body": body}})
+		if seq := e.waitOutcome(t, r.ID); seq[len(seq)-1] != queue.Sent {
+			t.Fatalf("body %d: outcomes %v", i, seq)
+		}
+		msgs := e.sink.Messages(smtpsink.Query{To: to})
+		if len(msgs) != 1 {
+			t.Fatalf("body %d: %d messages at the sink, want exactly 1", i, len(msgs))
+		}
+		full, _ := e.sink.Message(msgs[0].ID)
+		for _, line := range strings.Split(string(full.Raw), "\r\n") {
+			if len(line) > 998 {
+				t.Errorf("body %d: a line of %d octets reached the wire", i, len(line))
+			}
+		}
+		text, _, _ := parts(t, full.Raw)
+		want := normalizeNewlines(body)
+		if !strings.Contains(normalizeNewlines(text), want) {
+			t.Errorf("body %d: text part does not contain the body intact\nwant %q\ngot  %q", i, want, text)
+		}
+		for _, d := range msgs[0].DKIM {
+			if d.Result != "pass" {
+				t.Errorf("body %d: DKIM %s = %s", i, d.Selector, d.Result)
+			}
+		}
+	}
+}
+
+func normalizeNewlines(s string) string {
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	return strings.ReplaceAll(s, "\r", "\n")
+}
+
+func TestPermanentFailureNotRetried(t *testing.T) {
+	e := newEnv(t)
+	r := e.enqueue(t, resetEmail("permfail+x@example.com"))
+	seq := e.waitOutcome(t, r.ID)
+	if len(seq) != 1 || seq[0] != queue.Failed {
+		t.Fatalf("outcomes %v, want exactly [failed]", seq)
+	}
+	if st := e.sink.Stats(); st.Rejected != 1 {
+		t.Errorf("sink rejected %d, want 1 (no retry)", st.Rejected)
+	}
+	// Archived for inspection, with no retry.
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	if info := waitTaskState(t, insp, queue.ClassSecurity.QueueName(), r.ID, asynq.TaskStateArchived); info.Retried != 0 {
+		t.Errorf("retried %d times", info.Retried)
+	}
+}
+
+func TestTemporaryFailureRetriedThenFailed(t *testing.T) {
+	kinds := queue.DefaultKinds()
+	spec := kinds[queue.KindPasswordReset]
+	spec.MaxRetry = 3
+	kinds[queue.KindPasswordReset] = spec
+	e := newEnv(t, func(w *worker.Config, _ *smtpsink.Config) { w.Kinds = kinds })
+	r := e.enqueue(t, resetEmail("tempfail+x@example.com"))
+	seq := e.waitOutcome(t, r.ID)
+	want := []queue.Outcome{"", "", "", queue.Failed}
+	if len(seq) != len(want) || seq[len(seq)-1] != queue.Failed {
+		t.Fatalf("outcomes %v, want %v (3 retries, then failed)", seq, want)
+	}
+	if st := e.sink.Stats(); st.Rejected != 4 {
+		t.Errorf("sink rejected %d, want 4 attempts", st.Rejected)
+	}
+}
+
+func TestAmbiguousDropRetriedWithSameMessageID(t *testing.T) {
+	kinds := queue.DefaultKinds()
+	spec := kinds[queue.KindPasswordReset]
+	spec.MaxRetry = 2
+	kinds[queue.KindPasswordReset] = spec
+	e := newEnv(t, func(w *worker.Config, _ *smtpsink.Config) { w.Kinds = kinds })
+	r := e.enqueue(t, resetEmail("drop+x@example.com"))
+	e.waitOutcome(t, r.ID)
+	msgs := e.sink.Messages(smtpsink.Query{To: "drop+x@example.com"})
+	if len(msgs) != 3 {
+		t.Fatalf("sink stored %d dropped copies, want 3 attempts", len(msgs))
+	}
+	for _, m := range msgs {
+		if m.MessageID != msgs[0].MessageID || !strings.Contains(m.MessageID, r.ID) {
+			t.Errorf("Message-ID %q changed across retries (first %q)", m.MessageID, msgs[0].MessageID)
+		}
+	}
+	if st := e.sink.Stats(); st.DuplicateMessageIDs != 2 {
+		t.Errorf("duplicate_message_ids = %d, want 2", st.DuplicateMessageIDs)
+	}
+}
+
+func TestExpiredNotSent(t *testing.T) {
+	e := newEnv(t)
+	old, err := queue.NewClient(queue.Config{Redis: e.rdb, Now: func() time.Time { return time.Now().Add(-time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	r, err := old.Enqueue(context.Background(), resetEmail("late@example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq := e.waitOutcome(t, r.ID); len(seq) != 1 || seq[0] != queue.Expired {
+		t.Fatalf("outcomes %v, want [expired]", seq)
+	}
+	if st := e.sink.Stats(); st.Received != 0 {
+		t.Errorf("sink received %d, want 0", st.Received)
+	}
+}
+
+func TestMalformedPayloadArchivedOthersFlow(t *testing.T) {
+	e := newEnv(t)
+	ac := asynq.NewClientFromRedisClient(e.rdb)
+	defer ac.Close()
+	bad, err := ac.Enqueue(asynq.NewTask(queue.TypeEmail, []byte(`{"v":1,"id":"x","to":"a@b.example`)),
+		asynq.Queue(queue.ClassSecurity.QueueName()), asynq.MaxRetry(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := e.enqueue(t, resetEmail("fine@example.com"))
+	if seq := e.waitOutcome(t, good.ID); seq[len(seq)-1] != queue.Sent {
+		t.Fatalf("good email outcomes %v", seq)
+	}
+	if seq := e.waitOutcome(t, "?"); seq[0] != queue.Failed {
+		t.Fatalf("malformed outcomes %v", seq)
+	}
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	info := waitTaskState(t, insp, queue.ClassSecurity.QueueName(), bad.ID, asynq.TaskStateArchived)
+	if !strings.Contains(info.LastErr, "malformed payload") {
+		t.Errorf("archived with reason %q, want it to say malformed payload", info.LastErr)
+	}
+	if info.Retried != 0 {
+		t.Errorf("malformed task retried %d times", info.Retried)
+	}
+}
+
+// waitTaskState polls asynq's inspector: task state changes publish no event.
+func waitTaskState(t *testing.T, insp *asynq.Inspector, q, id string, want asynq.TaskState) *asynq.TaskInfo {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := insp.GetTaskInfo(q, id)
+		if err == nil && info.State == want {
+			return info
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s: %v, want state %v", id, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRedisOutageLosesNothing(t *testing.T) {
+	var proxy *testutil.Proxy
+	e := newEnv(t, func(w *worker.Config, _ *smtpsink.Config) {
+		// The worker reaches Redis through a proxy the test can cut; the
+		// producer talks to Redis directly.
+		proxy = testutil.StartProxy(t, w.Redis.(*redis.Client).Options().Addr)
+		rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr, ContextTimeoutEnabled: true,
+			DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond})
+		t.Cleanup(func() { rdb.Close() })
+		w.Redis = rdb
+	})
+	proxy.Cut()
+	if err := e.worker.Ready(context.Background()); err == nil {
+		t.Fatal("worker ready while Redis is cut off")
+	}
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, e.enqueue(t, resetEmail("out"+string(rune('a'+i))+"@example.com")).ID)
+	}
+	proxy.Restore()
+	for _, id := range ids {
+		if seq := e.waitOutcome(t, id); seq[len(seq)-1] != queue.Sent {
+			t.Fatalf("email %s: outcomes %v", id, seq)
+		}
+	}
+	if got := e.sink.Stats().Received; got != 5 {
+		t.Errorf("sink received %d, want 5", got)
+	}
+}
