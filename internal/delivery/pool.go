@@ -30,7 +30,7 @@ const (
 	// TLSImplicit speaks TLS from the first byte (RFC 8314, port 465).
 	TLSImplicit TLSMode = "tls"
 	// TLSNone sends in plain text. It is refused unless the relay is on a
-	// loopback address.
+	// loopback address or PoolConfig.AllowInsecure is set.
 	TLSNone TLSMode = "none"
 )
 
@@ -43,6 +43,10 @@ type PoolConfig struct {
 	// TLSConfig is cloned; nil means a default config. An empty ServerName
 	// is set to the host of Addr, and a zero MinVersion to TLS 1.2.
 	TLSConfig *tls.Config
+	// AllowInsecure permits TLS none to a relay that is not on loopback: an
+	// explicit opt-in for a private network such as a compose stack.
+	// Credentials are still never sent in clear text.
+	AllowInsecure bool
 	// Username and Password enable AUTH PLAIN, which is only ever sent over
 	// TLS: with TLS none they are a configuration error.
 	Username, Password string
@@ -106,8 +110,8 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		cfg.TLS = TLSStartTLS
 	case TLSStartTLS, TLSImplicit:
 	case TLSNone:
-		if !isLoopback(host) {
-			return nil, fmt.Errorf("delivery: smtp relay %s: TLS none is only allowed for a loopback relay", cfg.Addr)
+		if !isLoopback(host) && !cfg.AllowInsecure {
+			return nil, fmt.Errorf("delivery: smtp relay %s: TLS none is only allowed for a loopback relay (or with AllowInsecure)", cfg.Addr)
 		}
 	default:
 		return nil, fmt.Errorf("delivery: smtp TLS mode %q: want starttls, tls or none", cfg.TLS)

@@ -429,6 +429,8 @@ func TestNewPoolConfig(t *testing.T) {
 		{"none to localhost", PoolConfig{Addr: "localhost:2525", TLS: TLSNone}, true},
 		{"none to remote IP", PoolConfig{Addr: "192.0.2.1:25", TLS: TLSNone}, false},
 		{"none to remote name", PoolConfig{Addr: "smtp.example.com:25", TLS: TLSNone}, false},
+		{"none to remote, explicitly allowed", PoolConfig{Addr: "smtpsink:2525", TLS: TLSNone, AllowInsecure: true}, true},
+		{"auth in clear text, even allowed", PoolConfig{Addr: "smtpsink:2525", TLS: TLSNone, AllowInsecure: true, Username: "u", Password: "p"}, false},
 		{"default mode is starttls", PoolConfig{Addr: "smtp.example.com:587"}, true},
 		{"auth over starttls", PoolConfig{Addr: "smtp.example.com:587", TLS: TLSStartTLS, Username: "u", Password: "p"}, true},
 		{"auth in clear text", PoolConfig{Addr: "127.0.0.1:25", TLS: TLSNone, Username: "u", Password: "p"}, false},
