@@ -22,7 +22,8 @@ import (
 func newTestGuard(t testing.TB, doc string, cfg Config) (*Guard, *redis.Client, *testutil.Redis) {
 	t.Helper()
 	srv := testutil.StartRedis(t)
-	rc := srv.Client(t)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr, DialerRetries: 1})
+	t.Cleanup(func() { rc.Close() })
 	return guardOn(t, rc, doc, cfg), rc, srv
 }
 
@@ -153,7 +154,7 @@ func TestAdmitVariantsShareCap(t *testing.T) {
 func TestAdmitDedupWindow(t *testing.T) {
 	g, rc, _ := newTestGuard(t, `
 kinds:
-  password_reset: { dedup_window: 300ms, per_recipient: [], per_source: [] }
+  password_reset: { dedup_window: 1s, per_recipient: [], per_source: [] }
 `, Config{})
 	wantVerdict(t, "first", admit(t, g, adm(queue.KindPasswordReset, "a@example.com", "")), queue.Queued, "")
 	wantVerdict(t, "second", admit(t, g, adm(queue.KindPasswordReset, "A+x@Example.com", "")), queue.Duplicate, "")

@@ -30,13 +30,18 @@
 // never uses up the recipient's or the source's allowance. Held emails do
 // not consume quota either; releasing them goes through admission again.
 //
-// Per-recipient and per-source windows are exact sliding logs: the key holds
-// the timestamps (ms, Redis TIME) of the last N admissions, newest first,
-// and "N/period" refuses when the N-th newest is younger than the period.
-// The dedup window is the age of the newest entry. One key per recipient and
-// kind holds all of its windows and its dedup state; it expires one longest
-// window after the last admission, so memory returns to zero when traffic
-// stops. Counts per window are bounded by [MaxWindowCount].
+// Per-recipient and per-source windows are sliding logs: the key holds the
+// times (Redis TIME) of the last N admissions, newest first, and "N/period"
+// refuses when the N-th newest is younger than the period. One key per
+// recipient and kind holds all of its windows and its dedup state (the age of
+// the newest entry). Recipient times are whole seconds and compared
+// conservatively (a window may last up to a second longer, never shorter);
+// a single entry is a decimal integer that Redis stores without a string
+// allocation, which is what keeps a recipient seen once at about 115 bytes
+// (TestMemoryPerRecipient). Source times are milliseconds. Every log expires
+// one longest window after its last admission, so memory returns to the
+// baseline when traffic stops. Counts per window are bounded by
+// [MaxWindowCount].
 //
 // Dispatch checks the idempotency claim (keyed by the email id), the
 // email's expiry, the breaker, then the global and the per-domain rate, two
@@ -51,8 +56,8 @@
 // # Re-running scripts
 //
 // A client may re-send a script whose reply was lost, so each script is safe
-// to run twice. Admission tags each recipient-log entry with 4 bytes of the
-// email id's hash; a second run of an admitted email answers "queued" and
+// to run twice. Admission tags each recipient-log entry with a 9-digit hash of
+// the email id; a second run of an admitted email answers "queued" and
 // counts nothing. A refused request that is re-sent is counted twice, in
 // requested and in its outcome alike, so the conservation law still holds.
 // Dispatch answers "allowed" again to the attempt that holds the claim,
@@ -76,8 +81,7 @@
 //     bench_test.go), far above the send rates the guard protects, while
 //     asynq's queues live in their own slots on other nodes.
 //
-// The cost is that the guard's keys and CPU sit on one master; the memory
-// per tracked recipient is about 130 bytes (TestMemoryPerRecipient).
+// The cost is that the guard's keys and CPU sit on one master.
 //
 // # Failure
 //

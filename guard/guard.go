@@ -177,24 +177,26 @@ func gcraArgs(l Limit) [2]string {
 }
 
 // admitTail returns the static part of the admission script's ARGV, from
-// ARGV[7] on (see rkeys.Admit).
+// ARGV[7] on (see rkeys.Admit). Recipient windows are whole seconds,
+// rounded up; the log is kept one second longer than the longest of them,
+// so that once Redis has expired it every window is surely over.
 func admitTail(kind string, kp KindPolicy, logLen string) []any {
-	var keep time.Duration
+	longest := secs(kp.DedupWindow)
 	kmax := 1
 	for _, r := range kp.PerRecipient {
-		keep = max(keep, r.Per)
+		longest = max(longest, secs(r.Per))
 		kmax = max(kmax, r.N)
 	}
-	keep = max(keep, kp.DedupWindow)
-	if keep == 0 {
+	keep := time.Duration(longest+1) * time.Second
+	if longest == 0 {
 		// No window: keep the log a minute anyway, so that a re-sent
 		// script still recognises its own admission.
 		keep = time.Minute
 	}
 	args := []any{kind, logLen, string(kp.Breaker.Open), strconv.Itoa(kp.Breaker.HoldMax),
-		strconv.FormatInt(kp.DedupWindow.Milliseconds(), 10), ms(keep), strconv.Itoa(kmax), strconv.Itoa(len(kp.PerRecipient))}
+		strconv.FormatInt(secs(kp.DedupWindow), 10), ms(keep), strconv.Itoa(kmax), strconv.Itoa(len(kp.PerRecipient))}
 	for _, r := range kp.PerRecipient {
-		args = append(args, strconv.Itoa(r.N), ms(r.Per))
+		args = append(args, strconv.Itoa(r.N), strconv.FormatInt(secs(r.Per), 10))
 	}
 	var skeep time.Duration
 	skmax := 0
@@ -208,6 +210,9 @@ func admitTail(kind string, kp KindPolicy, logLen string) []any {
 	}
 	return args
 }
+
+// secs returns d in whole seconds, rounded up.
+func secs(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
 
 func (g *Guard) plan(op, kind string) (*plan, error) {
 	p, ok := g.plans[kind]

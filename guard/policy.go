@@ -282,13 +282,14 @@ func (p *Policy) validate(lines map[string]int) []error {
 				bad(fmt.Sprintf("%s.required[%d]", path, i), "data key %q must be lower-case letters, digits or '_'", r)
 			}
 		}
-		if k.DedupWindow < 0 || k.DedupWindow > MaxWindow {
-			bad(path+".dedup_window", "must be between 0 and %s", formatDuration(MaxWindow))
+		if k.DedupWindow != 0 && (k.DedupWindow < time.Second || k.DedupWindow > MaxWindow) {
+			bad(path+".dedup_window", "must be 0 (off) or between 1s and %s", formatDuration(MaxWindow))
 		}
 		for _, w := range []struct {
 			name  string
 			rates []Rate
-		}{{"per_recipient", k.PerRecipient}, {"per_source", k.PerSource}} {
+			min   time.Duration
+		}{{"per_recipient", k.PerRecipient, time.Second}, {"per_source", k.PerSource, time.Millisecond}} {
 			for i, r := range w.rates {
 				rp := fmt.Sprintf("%s.%s[%d]", path, w.name, i)
 				switch {
@@ -296,8 +297,8 @@ func (p *Policy) validate(lines map[string]int) []error {
 					bad(rp, "rate %q: count and duration must be positive", r.String())
 				case r.N > MaxWindowCount:
 					bad(rp, "rate %q: count must be at most %d", r.String(), MaxWindowCount)
-				case r.Per < time.Millisecond || r.Per > MaxWindow:
-					bad(rp, "rate %q: window must be between 1ms and %s", r.String(), formatDuration(MaxWindow))
+				case r.Per < w.min || r.Per > MaxWindow:
+					bad(rp, "rate %q: window must be between %s and %s", r.String(), formatDuration(w.min), formatDuration(MaxWindow))
 				}
 			}
 		}

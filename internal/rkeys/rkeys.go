@@ -10,7 +10,9 @@ package rkeys
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -44,14 +46,21 @@ const (
 	supDigest = 16
 )
 
+// LogEpoch is the origin (2020-01-01, unix seconds) of recipient log
+// timestamps.
+const LogEpoch = 1577836800
+
 // GCRAEpoch is the origin (2020-01-01, unix seconds) of the µs timestamps in
 // GCRA keys, which keeps them exact in Lua's doubles.
 const GCRAEpoch = 1577836800
 
 // Recipient returns the key of the admission log of a canonical recipient
 // for one kind: "{fg}r" + sha256(kind NUL canonical)[:9]. The value is the
-// newest-first list of admissions, 10 bytes each: a 6-byte big-endian unix
-// millisecond timestamp and a 4-byte email tag ([EmailTag]).
+// newest-first list of admissions, 19 decimal digits each: the email's tag
+// ([EmailTag], 9 digits) and the admission time in seconds since
+// [LogEpoch] (10 digits, zero-padded). A log of one entry is a decimal
+// integer below 2^63, which Redis stores as a bare integer object: the
+// common case of a recipient seen once costs no string allocation.
 func Recipient(kind, canonical string) string {
 	return digestKey('r', kind, canonical, logDigest)
 }
@@ -85,12 +94,13 @@ func SuppressionField(canonical string) string {
 	return string(sum[:supDigest])
 }
 
-// EmailTag returns the 4-byte tag that marks an email's entry in a
-// recipient log, so that a re-sent admission script recognises its own
-// earlier admission.
+// EmailTag returns the tag that marks an email's entry in a recipient log,
+// so that a re-sent admission script recognises its own earlier admission:
+// 9 decimal digits from 100000000 to 922337202 (about 2^29.6 values), so an
+// entry never starts with 0 and a single entry stays below 2^63.
 func EmailTag(id string) string {
 	sum := sha256.Sum256([]byte(id))
-	return string(sum[:4])
+	return strconv.FormatUint(100000000+binary.BigEndian.Uint64(sum[:8])%822337203, 10)
 }
 
 // Claim returns the idempotency claim key of an email id: "{fg}c" and the
@@ -153,12 +163,12 @@ func AttemptValue(attempt string) string { return "a:" + attempt }
 // ARGV[8]  -> decision log MAXLEN
 // ARGV[9]  -> breaker open mode: "hold", "shed" or "clamp"
 // ARGV[10] -> hold_max
-// ARGV[11] -> dedup window, ms (0 = none)
+// ARGV[11] -> dedup window, whole seconds (0 = none)
 // ARGV[12] -> recipient log TTL, ms
 // ARGV[13] -> recipient log length (entries kept)
-// ARGV[14] -> nr, the number of per-recipient windows, followed by nr
-//             pairs (limit, window ms)
-// then      -> source log TTL ms, source log length, ns, and ns pairs
+// ARGV[14] -> nr, the number of per-recipient windows
+// ARGV[15] -> nr pairs: limit, window in whole seconds
+// then     -> source log TTL ms, source log length, ns, and ns pairs
 //
 // Returns "<outcome>:<reason>": "queued:", "queued:replay",
 // "suppressed:", "duplicate:", "capped:recipient", "capped:source",
@@ -172,23 +182,28 @@ local si = 15 + 2 * nr
 local skeep, skmax, ns = ARGV[si], tonumber(ARGV[si + 1]), tonumber(ARGV[si + 2])
 
 local rlog = redis.call('GET', rkey) or ''
-local p = string.find(rlog, tag, 7, true)
+local p = string.find(rlog, tag, 1, true)
 while p do
-  if (p - 7) % 10 == 0 then return 'queued:replay' end
+  if (p - 1) % 19 == 0 then return 'queued:replay' end
   p = string.find(rlog, tag, p + 1, true)
 end
 
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local nows = t[1] - 1577836800
+-- age in whole seconds of the n-th newest recipient admission
+local function age(n)
+  return nows - tonumber(string.sub(rlog, n * 19 - 9, n * 19))
+end
 local outcome, reason, slog = nil, '', ''
 if redis.call('HEXISTS', supkey, supf) == 1 then
   outcome = 'suppressed'
-elseif dedup > 0 and #rlog >= 10 and now - struct.unpack('>I6', rlog) < dedup then
+elseif dedup > 0 and #rlog >= 19 and age(1) <= dedup then
   outcome = 'duplicate'
 else
   for j = 0, nr - 1 do
     local n, w = tonumber(ARGV[15 + 2 * j]), tonumber(ARGV[16 + 2 * j])
-    if #rlog >= n * 10 and now - struct.unpack('>I6', rlog, (n - 1) * 10 + 1) < w then
+    if #rlog >= n * 19 and age(n) <= w then
       outcome, reason = 'capped', 'recipient'
       break
     end
@@ -220,10 +235,9 @@ end
 
 if not outcome then
   outcome = 'queued'
-  local ts = struct.pack('>I6', now)
-  redis.call('SET', rkey, ts .. tag .. string.sub(rlog, 1, (rkmax - 1) * 10), 'PX', rkeep)
+  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, (rkmax - 1) * 19), 'PX', rkeep)
   if ns > 0 then
-    redis.call('SET', skey, ts .. string.sub(slog, 1, (skmax - 1) * 6), 'PX', skeep)
+    redis.call('SET', skey, struct.pack('>I6', now) .. string.sub(slog, 1, (skmax - 1) * 6), 'PX', skeep)
   end
 end
 local field = kind .. '|a:' .. outcome
