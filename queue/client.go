@@ -76,8 +76,13 @@ type Config struct {
 	// Kinds configures the kinds this client may enqueue; nil means
 	// [DefaultKinds].
 	Kinds Kinds
-	// Admitter is the admission guard; nil admits every valid email.
+	// Admitter is the admission guard, normally a *guard.Guard. Required
+	// unless Unguarded is set: forgetting the guard must not be silent.
 	Admitter Admitter
+	// Unguarded admits every valid email without asking an Admitter. The
+	// worker's dispatch guard still applies its global and per-domain rates
+	// and idempotency; per-recipient and per-source caps do not.
+	Unguarded bool
 	// Timeout bounds one Enqueue when the context has no deadline;
 	// default 5s.
 	Timeout time.Duration
@@ -98,6 +103,9 @@ type Client struct {
 func NewClient(cfg Config) (*Client, error) {
 	if cfg.Redis == nil {
 		return nil, errors.New("queue: Config.Redis is required")
+	}
+	if cfg.Admitter == nil && !cfg.Unguarded {
+		return nil, errors.New("queue: Config.Admitter is required (e.g. a *guard.Guard); set Unguarded to enqueue without admission checks")
 	}
 	if cfg.Kinds == nil {
 		cfg.Kinds = DefaultKinds()

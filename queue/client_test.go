@@ -35,7 +35,7 @@ func reset(to string) queue.Email {
 
 func TestEnqueueStoresTask(t *testing.T) {
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	c, r := newClient(t, queue.Config{Now: func() time.Time { return now }})
+	c, r := newClient(t, queue.Config{Unguarded: true, Now: func() time.Time { return now }})
 	e := reset("Alice@Example.COM")
 	e.Name = "Alice"
 	rc, err := c.Enqueue(context.Background(), e)
@@ -70,7 +70,7 @@ func TestEnqueueStoresTask(t *testing.T) {
 }
 
 func TestEnqueueNotificationQueue(t *testing.T) {
-	c, r := newClient(t, queue.Config{})
+	c, r := newClient(t, queue.Config{Unguarded: true})
 	rc, err := c.Enqueue(context.Background(), queue.Email{Kind: queue.KindNotification, To: "a@example.com",
 		Data: map[string]string{"subject": "Hi", "body": "Text"}})
 	if err != nil {
@@ -84,7 +84,7 @@ func TestEnqueueNotificationQueue(t *testing.T) {
 }
 
 func TestEnqueueInvalid(t *testing.T) {
-	c, _ := newClient(t, queue.Config{})
+	c, _ := newClient(t, queue.Config{Unguarded: true})
 	ok := func() queue.Email { return reset("a@example.com") }
 	tests := []struct {
 		name  string
@@ -114,7 +114,7 @@ func TestEnqueueInvalid(t *testing.T) {
 }
 
 func TestEnqueueIdempotencyKey(t *testing.T) {
-	c, _ := newClient(t, queue.Config{})
+	c, _ := newClient(t, queue.Config{Unguarded: true})
 	e := reset("a@example.com")
 	e.IdempotencyKey = "req-42"
 	first, err := c.Enqueue(context.Background(), e)
@@ -131,7 +131,7 @@ func TestEnqueueIdempotencyKey(t *testing.T) {
 }
 
 func TestEnqueueRedisDown(t *testing.T) {
-	c, r := newClient(t, queue.Config{Timeout: 500 * time.Millisecond})
+	c, r := newClient(t, queue.Config{Unguarded: true, Timeout: 500 * time.Millisecond})
 	r.Stop()
 	start := time.Now()
 	_, err := c.Enqueue(context.Background(), reset("a@example.com"))
@@ -184,5 +184,13 @@ func TestEnqueueAdmission(t *testing.T) {
 	defer insp.Close()
 	if _, err := insp.GetTaskInfo(queue.ClassSecurity.QueueName(), r2.ID); err == nil {
 		t.Error("a capped email was stored")
+	}
+}
+
+func TestNewClientNeedsAGuard(t *testing.T) {
+	r := testutil.StartRedis(t)
+	_, err := queue.NewClient(queue.Config{Redis: r.Client(t)})
+	if err == nil || !strings.Contains(err.Error(), "Admitter") {
+		t.Fatalf("NewClient without Admitter: %v, want an error naming Admitter", err)
 	}
 }

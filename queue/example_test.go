@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/queue"
 )
 
@@ -31,7 +32,13 @@ func TestMain(m *testing.M) {
 func ExampleClient_Enqueue() {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: exampleDB, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-	client, err := queue.NewClient(queue.Config{Redis: rdb})
+	// The guard decides at enqueue: dedup, per-recipient and per-source
+	// caps, suppression, the surge breaker. Give it the workers' policy.
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: guard.DefaultPolicy()})
+	if err != nil {
+		panic(err)
+	}
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds()})
 	if err != nil {
 		panic(err)
 	}
@@ -60,7 +67,11 @@ func ExampleClient_Enqueue() {
 func ExampleClient_Enqueue_uniformResponse() {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: exampleDB, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-	client, err := queue.NewClient(queue.Config{Redis: rdb})
+	g, err := guard.New(guard.Config{Redis: rdb})
+	if err != nil {
+		panic(err)
+	}
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds()})
 	if err != nil {
 		panic(err)
 	}
@@ -82,7 +93,9 @@ func ExampleClient_Enqueue_uniformResponse() {
 		fmt.Fprintln(w, "If an account exists for that address, we have sent a link to reset its password.")
 	}
 
-	for _, addr := range []string{"alice@example.com", "nobody@example.com", "not an address"} {
+	// Alice asks five times: the guard caps her resets (3/1h by default),
+	// and the page still reads the same.
+	for _, addr := range []string{"alice@example.com", "alice@example.com", "alice@example.com", "alice@example.com", "alice@example.com", "nobody@example.com", "not an address"} {
 		req := httptest.NewRequest("POST", "/forgot", strings.NewReader(url.Values{"email": {addr}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		rec := httptest.NewRecorder()
@@ -90,6 +103,10 @@ func ExampleClient_Enqueue_uniformResponse() {
 		fmt.Print(rec.Code, " ", rec.Body.String())
 	}
 	// Output:
+	// 200 If an account exists for that address, we have sent a link to reset its password.
+	// 200 If an account exists for that address, we have sent a link to reset its password.
+	// 200 If an account exists for that address, we have sent a link to reset its password.
+	// 200 If an account exists for that address, we have sent a link to reset its password.
 	// 200 If an account exists for that address, we have sent a link to reset its password.
 	// 200 If an account exists for that address, we have sent a link to reset its password.
 	// 200 If an account exists for that address, we have sent a link to reset its password.

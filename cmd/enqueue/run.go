@@ -16,6 +16,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/queue"
 )
@@ -32,6 +33,7 @@ type config struct {
 	Parallel int
 	Timeout  time.Duration
 	NoBar    bool
+	Policy   string
 }
 
 type dataFlag map[string]string
@@ -61,6 +63,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.Parallel, "parallel", 8, "with -file: enqueues in flight at once")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "per-email timeout")
 	fs.BoolVar(&c.NoBar, "no-progress", false, "with -file: no progress bar")
+	fs.StringVar(&c.Policy, "policy", "", "policy YAML file, the same the workers use (default: built-in policy)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -88,7 +91,17 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	client, err := queue.NewClient(queue.Config{Redis: rdb, Timeout: cfg.Timeout})
+	policy := guard.DefaultPolicy()
+	if cfg.Policy != "" {
+		if policy, err = guard.LoadPolicy(cfg.Policy); err != nil {
+			return err
+		}
+	}
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy})
+	if err != nil {
+		return err
+	}
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: policy.Kinds(), Timeout: cfg.Timeout})
 	if err != nil {
 		return err
 	}

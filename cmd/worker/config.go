@@ -28,6 +28,7 @@ type config struct {
 	App              string
 	HTTPAddr         string
 	AdminToken       string
+	Admin            bool
 	Concurrency      int
 	ShutdownTimeout  time.Duration
 	LogLevel         string
@@ -62,6 +63,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.From, "from", "", `From address, e.g. "Example <no-reply@example.com>" (default no-reply@DKIM-DOMAIN)`)
 	fs.StringVar(&c.App, "app", "", "product name shown in emails (default the From name)")
 	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "address serving /metrics, /healthz, /readyz and the admin API /v1/ (\"\" disables)")
+	fs.BoolVar(&c.Admin, "admin", false, "serve the admin API under /v1/ on -http (needs FLOODGATE_ADMIN_TOKEN unless -http is loopback; on with -dev)")
 	fs.IntVar(&c.Concurrency, "concurrency", 20, "emails processed at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for running sends")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -88,6 +90,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.SMTPPassword = strings.TrimRight(string(b), "\r\n")
 	}
 	if c.Dev {
+		c.Admin = true
 		return c, nil
 	}
 	switch {

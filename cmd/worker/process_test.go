@@ -8,11 +8,13 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -79,7 +81,7 @@ func TestWorkerRealRedisPEMKeys(t *testing.T) {
 	<-up
 	rdb, _ := redisx.Open(r.URL())
 	defer rdb.Close()
-	client, _ := queue.NewClient(queue.Config{Redis: rdb})
+	client, _ := queue.NewClient(queue.Config{Redis: rdb, Unguarded: true})
 	defer client.Close()
 	if _, err := client.Enqueue(ctx, queue.Email{Kind: queue.KindVerifyEmail, To: "bob@example.test", Data: map[string]string{"verify_url": "https://app.example/v/1"}}); err != nil {
 		t.Fatal(err)
@@ -106,11 +108,7 @@ func TestWorkerRealRedisPEMKeys(t *testing.T) {
 // TestSIGTERM builds the real binary, starts it with -dev, and checks that
 // SIGTERM shuts it down cleanly with exit status 0.
 func TestSIGTERM(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "worker")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-dev", "-http", "127.0.0.1:0", "-dev-smtp", "127.0.0.1:0", "-dev-sink-http", "127.0.0.1:0")
+	cmd := exec.Command(workerBinary(t), "-dev", "-http", "127.0.0.1:0", "-dev-smtp", "127.0.0.1:0", "-dev-sink-http", "127.0.0.1:0")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {
@@ -143,4 +141,38 @@ func TestSIGTERM(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatal("worker did not exit within 30s of SIGTERM")
 	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// workerBinary builds this command once per test run.
+func workerBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "floodgate-worker-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "worker")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }

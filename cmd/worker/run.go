@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -15,13 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/devstack"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/internal/worker"
-	"github.com/floodgate-dev/floodgate/queue"
 	"github.com/floodgate-dev/floodgate/templates"
 )
 
@@ -85,7 +85,13 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	if err != nil {
 		return err
 	}
-	kinds := queue.DefaultKinds()
+	policy := guard.DefaultPolicy()
+	if cfg.PolicyFile != "" {
+		if policy, err = guard.LoadPolicy(cfg.PolicyFile); err != nil {
+			return err
+		}
+	}
+	kinds := policy.Kinds()
 
 	rdb, err := redisx.Open(cfg.RedisURL)
 	if err != nil {
@@ -115,7 +121,13 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
 	w, err := worker.New(worker.Config{
+		Dispatcher:      g,
+		Suppressor:      g,
 		Redis:           rdb,
 		Sender:          pool,
 		Templates:       tmpl,
@@ -144,7 +156,15 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 			return fmt.Errorf("-http: %w", err)
 		}
 		httpAddr = ln.Addr().String()
-		srv = &http.Server{Handler: newMux(reg, w, rdb), ReadHeaderTimeout: 5 * time.Second}
+		var admin http.Handler
+		if cfg.Admin {
+			if admin, err = adminHandler(g.Handler(), ln.Addr(), cfg.AdminToken); err != nil {
+				ln.Close()
+				_ = w.Shutdown(context.WithoutCancel(ctx))
+				return err
+			}
+		}
+		srv = &http.Server{Handler: newMux(reg, w, admin), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http server", "err", err)
@@ -178,8 +198,11 @@ func signerOrNil(s *delivery.Signer) worker.Signer {
 	return s
 }
 
-func newMux(reg *prometheus.Registry, w *worker.Worker, rdb redis.UniversalClient) *http.ServeMux {
+func newMux(reg *prometheus.Registry, w *worker.Worker, admin http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	if admin != nil {
+		mux.Handle("/v1/", admin)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(rw, "ok\n")
@@ -216,7 +239,7 @@ floodgate worker -dev is running (embedded stack; everything is in memory)
   SMTP sink:            smtp://%[2]s
   Sink web page:        http://%[3]s/
   Sink API:             http://%[3]s/api/messages
-  Worker HTTP:          http://%[4]s/metrics  /healthz  /readyz
+  Worker HTTP:          http://%[4]s/metrics  /healthz  /readyz  /v1/stats
   DKIM:                 d=%[5]s, selectors dev-rsa (RSA-2048) and dev-ed25519, verified by the sink
 
 Send a password-reset email from another terminal:
@@ -227,4 +250,27 @@ Send a password-reset email from another terminal:
 then open http://%[3]s/ to see it with its DKIM results. Ctrl-C stops everything.
 
 `, s.RedisURL(), s.Sink.SMTPAddr(), s.Sink.HTTPAddr(), httpAddr, s.Domain)
+}
+
+// adminHandler guards the admin API: on a loopback listener it may run
+// without a token; anywhere else a bearer token is required, and when a
+// token is set every request must carry it.
+func adminHandler(h http.Handler, addr net.Addr, token string) (http.Handler, error) {
+	tcp, ok := addr.(*net.TCPAddr)
+	loopback := ok && tcp.IP.IsLoopback()
+	if token == "" {
+		if !loopback {
+			return nil, fmt.Errorf("-admin on non-loopback %s needs FLOODGATE_ADMIN_TOKEN", addr)
+		}
+		return h, nil
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			rw.Header().Set("WWW-Authenticate", `Bearer realm="floodgate"`)
+			http.Error(rw, `{"error":"unauthorized"}`, http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(rw, r)
+	}), nil
 }

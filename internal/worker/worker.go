@@ -257,16 +257,18 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		w.record(ctx, p, queue.Failed, "unknown_kind", nil)
 		return fmt.Errorf("worker: unknown kind %q: %w", p.Kind, asynq.SkipRetry)
 	}
-	if p.Expired(w.cfg.Now()) {
-		w.settle(ctx, p, "", queue.Expired, "ttl")
+	attempt := newAttempt()
+	if w.cfg.Dispatcher == nil && p.Expired(w.cfg.Now()) {
+		w.record(ctx, p, queue.Expired, "ttl", nil)
 		return nil
 	}
-	attempt := newAttempt()
+	// With a guard, Dispatch also checks the TTL, on Redis time.
 	if w.cfg.Dispatcher != nil {
-		v, err := w.cfg.Dispatcher.Dispatch(ctx, p, attempt)
+		v, err := w.dispatch(ctx, p, attempt)
 		if err != nil {
-			// Fail closed: nothing is sent unchecked.
+			// Fail closed: nothing is sent unchecked; asynq retries.
 			w.metrics.guardErrors.Inc()
+			w.observe(p, "", "guard_unavailable")
 			return fmt.Errorf("worker: dispatch guard: %w", err)
 		}
 		if !v.Allow {
@@ -309,6 +311,39 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 }
 
+// Waits for the global rate are taken in the handler when they are short:
+// every email needs that rate, so the slot could send nothing else, and a
+// round trip through asynq's retry set would add its polling delay and
+// leave the rate's slots unused.
+const (
+	maxInlineWait   = 250 * time.Millisecond
+	maxInlineWaited = 2 * time.Second
+)
+
+// dispatch asks the guard, waiting in place for short global-rate
+// deferrals. Other deferrals (a domain's rate, a live claim) go back to
+// asynq, so that the slot can serve other emails meanwhile.
+func (w *Worker) dispatch(ctx context.Context, p *queue.Payload, attempt string) (queue.Verdict, error) {
+	var waited time.Duration
+	for {
+		v, err := w.cfg.Dispatcher.Dispatch(ctx, p, attempt)
+		if err != nil || v.Allow || v.Outcome != queue.Deferred || v.Reason != "global" ||
+			v.RetryAfter > maxInlineWait || waited+v.RetryAfter > maxInlineWaited {
+			return v, err
+		}
+		// Jitter spreads the waiters so they do not all ask at once.
+		d := v.RetryAfter + mrand.N(v.RetryAfter/4+time.Millisecond)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, nil
+		case <-t.C:
+		}
+		waited += d
+	}
+}
+
 // send renders, builds, signs and delivers p.
 func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec) error {
 	r, err := w.cfg.Templates.Render(p.Kind, templates.Data{
@@ -342,7 +377,17 @@ func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec
 			return permanent("dkim", err)
 		}
 	}
-	return w.cfg.Sender.Send(ctx, w.cfg.From.Address, []string{p.To}, raw)
+	// Once an SMTP transaction starts it runs to the relay's reply or to the
+	// attempt's deadline, not to a shutdown's cancellation: cutting it after
+	// the final dot would leave an email that may have been delivered with
+	// its claim released, and the redelivered task would send it twice.
+	sctx := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithDeadline(sctx, dl)
+		defer cancel()
+	}
+	return w.cfg.Sender.Send(sctx, w.cfg.From.Address, []string{p.To}, raw)
 }
 
 func permanent(stage string, err error) error {

@@ -7,6 +7,7 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
 	"github.com/floodgate-dev/floodgate/internal/worker"
@@ -32,6 +34,8 @@ func TestMain(m *testing.M) {
 
 const domain = "example.test"
 
+var fromAddr = mail.Address{Name: "Example App", Address: "no-reply@" + domain}
+
 // env is one real stack: a private redis-server, an smtpsink verifying
 // DKIM, a DKIM signer with RSA-2048 and Ed25519 keys, and a worker.
 type env struct {
@@ -44,13 +48,76 @@ type env struct {
 	mu       sync.Mutex
 	outcomes map[string][]queue.Outcome // by email id
 	changed  chan struct{}
+
+	guard  *guard.Guard
+	policy string // YAML; the guard is on when set (use "{}" for defaults)
+	gcfg   guard.Config
+	wcfg   worker.Config
+	sends  atomic.Int64 // SMTP transactions attempted
+}
+
+// startWorker starts another worker with the env's configuration.
+func (e *env) startWorker(t *testing.T) *worker.Worker {
+	t.Helper()
+	w, err := worker.New(e.wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Shutdown(context.Background()) })
+	return w
+}
+
+// countingSender counts send attempts.
+type countingSender struct {
+	worker.Sender
+	n *atomic.Int64
+}
+
+func (c countingSender) Send(ctx context.Context, from string, to []string, msg []byte) error {
+	c.n.Add(1)
+	return c.Sender.Send(ctx, from, to, msg)
+}
+
+// waitNext blocks until email id has more than n recorded outcomes.
+func (e *env) waitNext(t *testing.T, id string, n int) []queue.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		e.mu.Lock()
+		seq := append([]queue.Outcome(nil), e.outcomes[id]...)
+		e.mu.Unlock()
+		if len(seq) > n {
+			return seq
+		}
+		select {
+		case <-e.changed:
+		case <-ctx.Done():
+			t.Fatalf("email %s: no outcome after %v", id, seq)
+		}
+	}
 }
 
 type envOpt func(*worker.Config, *smtpsink.Config)
 
+// withGuard puts the guard, with the policy in YAML, at both seams.
+func withGuard(policy string, cfg guard.Config) func(*env) {
+	return func(e *env) { e.policy, e.gcfg = policy, cfg }
+}
+
 func newEnv(t *testing.T, opts ...envOpt) *env {
+	return newGuardedEnv(t, nil, opts...)
+}
+
+func newGuardedEnv(t *testing.T, g func(*env), opts ...envOpt) *env {
 	t.Helper()
 	e := &env{outcomes: map[string][]queue.Outcome{}, changed: make(chan struct{}, 1)}
+	if g != nil {
+		g(e)
+	}
 	e.redis = testutil.StartRedis(t)
 	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { e.rdb.Close() })
@@ -80,13 +147,24 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 		Redis:        e.rdb,
 		Templates:    tmpl,
 		Signer:       signer,
-		From:         mail.Address{Name: "Example App", Address: "no-reply@" + domain},
+		From:         fromAddr,
 		Concurrency:  4,
 		RetryBase:    10 * time.Millisecond,
 		PollInterval: 20 * time.Millisecond,
 		Observe:      e.observe,
 	}
 	scfg := smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-", Keys: sinkKeys, SlowDelay: 2 * time.Second}
+	if e.policy != "" {
+		pol, err := guard.ParsePolicy([]byte(e.policy))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.gcfg.Redis, e.gcfg.Policy = e.rdb, pol
+		if e.guard, err = guard.New(e.gcfg); err != nil {
+			t.Fatal(err)
+		}
+		wcfg.Dispatcher, wcfg.Suppressor, wcfg.Kinds = e.guard, e.guard, pol.Kinds()
+	}
 	for _, o := range opts {
 		o(&wcfg, &scfg)
 	}
@@ -106,15 +184,14 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 		t.Cleanup(func() { pool.Close() })
 		wcfg.Sender = pool
 	}
-	e.worker, err = worker.New(wcfg)
-	if err != nil {
-		t.Fatal(err)
+	wcfg.Sender = countingSender{wcfg.Sender, &e.sends}
+	e.wcfg = wcfg
+	e.worker = e.startWorker(t)
+	qcfg := queue.Config{Redis: e.rdb, Kinds: wcfg.Kinds, Unguarded: true}
+	if e.guard != nil {
+		qcfg.Admitter, qcfg.Unguarded = e.guard, false
 	}
-	if err := e.worker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.worker.Shutdown(context.Background()) })
-	e.client, err = queue.NewClient(queue.Config{Redis: e.rdb, Kinds: wcfg.Kinds})
+	e.client, err = queue.NewClient(qcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +445,7 @@ func TestAmbiguousDropRetriedWithSameMessageID(t *testing.T) {
 
 func TestExpiredNotSent(t *testing.T) {
 	e := newEnv(t)
-	old, err := queue.NewClient(queue.Config{Redis: e.rdb, Now: func() time.Time { return time.Now().Add(-time.Hour) }})
+	old, err := queue.NewClient(queue.Config{Redis: e.rdb, Unguarded: true, Now: func() time.Time { return time.Now().Add(-time.Hour) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,194 @@
+package guard
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate-dev/floodgate/internal/testutil"
+	"github.com/floodgate-dev/floodgate/queue"
+)
+
+// Benchmarks run side by side against the same private Redis. Figures:
+//
+//	go test ./guard -run '^$' -bench . -benchtime 200000x -count 3
+//
+// Every op uses a new recipient (the flood case) and one of 100,000 sources.
+
+const benchParallelism = 8 // goroutines per GOMAXPROCS
+
+// serverTime returns the Redis CPU time spent in EVALSHA so far
+// (INFO commandstats), so a benchmark can report server µs per op, which
+// the client's load on a small machine does not distort.
+func serverTime(b *testing.B, rc *redis.Client) (calls, usec int64) {
+	info, err := rc.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\r\n") {
+		rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:")
+		if !ok {
+			continue
+		}
+		for kv := range strings.SplitSeq(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				calls = n
+			case "usec":
+				usec = n
+			}
+		}
+	}
+	return calls, usec
+}
+
+// reportServerTime runs f and reports the server's EVALSHA µs per call.
+func reportServerTime(b *testing.B, rc *redis.Client, f func()) {
+	c0, u0 := serverTime(b, rc)
+	f()
+	b.StopTimer()
+	c1, u1 := serverTime(b, rc)
+	if c1 > c0 {
+		b.ReportMetric(float64(u1-u0)/float64(c1-c0), "srv-µs/call")
+	}
+}
+
+func benchClient(b *testing.B, addr string) *redis.Client {
+	rc := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+	b.Cleanup(func() { rc.Close() })
+	return rc
+}
+
+// BenchmarkAdmit compares one admission decision with every cap on (dedup,
+// two per-recipient windows, a per-source window, suppression, breaker,
+// stats, sampled decision log) to go-redis/redis_rate's Allow with one limit.
+func BenchmarkAdmit(b *testing.B) {
+	srv := testutil.StartRedis(b)
+	rc := benchClient(b, srv.Addr)
+	ctx := context.Background()
+
+	var seq atomic.Int64 // recipients stay distinct across runs
+	b.Run("guard", func(b *testing.B) {
+		g := guardOn(b, rc, "", Config{})
+		b.SetParallelism(benchParallelism)
+		b.ReportAllocs()
+		b.ResetTimer()
+		reportServerTime(b, rc, func() {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := seq.Add(1)
+					a := &queue.Admission{ID: newID(), Kind: queue.KindPasswordReset,
+						To: "user" + strconv.FormatInt(i, 10) + "@example.com", Source: "10.0." + strconv.FormatInt(i%100000, 10)}
+					if _, err := g.Admit(ctx, a); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	})
+
+	b.Run("redis_rate", func(b *testing.B) {
+		lim := redis_rate.NewLimiter(rc)
+		limit := redis_rate.PerHour(3)
+		b.SetParallelism(benchParallelism)
+		b.ReportAllocs()
+		b.ResetTimer()
+		reportServerTime(b, rc, func() {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := seq.Add(1)
+					if _, err := lim.Allow(ctx, "rl:user"+strconv.FormatInt(i, 10)+"@example.com", limit); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	})
+}
+
+// BenchmarkEnqueue compares queue.Client.Enqueue with the guard as its
+// admitter to the same without a guard and to plain asynq.Client.Enqueue.
+func BenchmarkEnqueue(b *testing.B) {
+	srv := testutil.StartRedis(b)
+	rc := benchClient(b, srv.Addr)
+	ctx := context.Background()
+	data := map[string]string{"reset_url": "https://app.example/reset?token=0123456789abcdef"}
+	var seq atomic.Int64 // recipients stay distinct across runs
+
+	enqueue := func(b *testing.B, adm queue.Admitter) {
+		c, err := queue.NewClient(queue.Config{Redis: rc, Admitter: adm, Unguarded: adm == nil})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := seq.Add(1)
+				r, err := c.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: "user" + strconv.FormatInt(i, 10) + "@example.com",
+					Source: "10.1." + strconv.FormatInt(i%100000, 10), Data: data})
+				if err != nil || !r.Accepted() {
+					b.Errorf("Enqueue = %+v, %v", r, err)
+					return
+				}
+			}
+		})
+	}
+	b.Run("queue+guard", func(b *testing.B) { enqueue(b, guardOn(b, rc, "", Config{})) })
+	b.Run("queue", func(b *testing.B) { enqueue(b, nil) })
+	b.Run("asynq", func(b *testing.B) {
+		c := asynq.NewClientFromRedisClient(rc)
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := seq.Add(1)
+				p := &queue.Payload{ID: newID(), Kind: queue.KindPasswordReset, To: "user" + strconv.FormatInt(i, 10) + "@example.com", Data: data,
+					EnqueuedAt: time.Now(), ExpiresAt: time.Now().Add(30 * time.Minute)}
+				body, _ := p.Encode()
+				if _, err := c.EnqueueContext(ctx, asynq.NewTask(queue.TypeEmail, body), asynq.Queue("floodgate-security"), asynq.TaskID(p.ID)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkDispatch measures one dispatch decision plus its Settle(Sent):
+// claim, breaker, global and per-domain GCRA.
+func BenchmarkDispatch(b *testing.B) {
+	srv := testutil.StartRedis(b)
+	rc := benchClient(b, srv.Addr)
+	g := guardOn(b, rc, "global: 1000000/1s\ndomains: { default: 1000000/1s }\n", Config{})
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			p := &queue.Payload{V: 1, ID: newID(), Kind: queue.KindPasswordReset, To: "user@example.com", ExpiresAt: exp}
+			v, err := g.Dispatch(ctx, p, "a")
+			if err != nil || !v.Allow {
+				b.Errorf("Dispatch = %+v, %v", v, err)
+				return
+			}
+			if err := g.Settle(ctx, p, "a", queue.Sent, ""); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
