@@ -78,6 +78,7 @@ func BenchmarkAdmit(b *testing.B) {
 
 	var seq atomic.Int64 // recipients stay distinct across runs
 	b.Run("guard", func(b *testing.B) {
+		rc.FlushAll(ctx) // both start from an empty data set
 		g := guardOn(b, rc, "", Config{})
 		b.SetParallelism(benchParallelism)
 		b.ReportAllocs()
@@ -98,6 +99,7 @@ func BenchmarkAdmit(b *testing.B) {
 	})
 
 	b.Run("redis_rate", func(b *testing.B) {
+		rc.FlushAll(ctx)
 		lim := redis_rate.NewLimiter(rc)
 		limit := redis_rate.PerHour(3)
 		b.SetParallelism(benchParallelism)
@@ -127,6 +129,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	var seq atomic.Int64 // recipients stay distinct across runs
 
 	enqueue := func(b *testing.B, adm queue.Admitter) {
+		rc.FlushAll(ctx)
 		c, err := queue.NewClient(queue.Config{Redis: rc, Admitter: adm, Unguarded: adm == nil})
 		if err != nil {
 			b.Fatal(err)
@@ -146,9 +149,13 @@ func BenchmarkEnqueue(b *testing.B) {
 			}
 		})
 	}
-	b.Run("queue+guard", func(b *testing.B) { enqueue(b, guardOn(b, rc, "", Config{})) })
+	b.Run("queue+guard", func(b *testing.B) {
+		g := guardOn(b, rc, "", Config{})
+		enqueue(b, g)
+	})
 	b.Run("queue", func(b *testing.B) { enqueue(b, nil) })
 	b.Run("asynq", func(b *testing.B) {
+		rc.FlushAll(ctx)
 		c := asynq.NewClientFromRedisClient(rc)
 		b.SetParallelism(benchParallelism)
 		b.ResetTimer()

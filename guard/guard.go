@@ -82,13 +82,14 @@ var _ queue.Admitter = (*Guard)(nil)
 
 // plan holds what the scripts need of one kind, formatted once.
 type plan struct {
-	spec       queue.KindSpec
-	admitTail  []any
-	mode       string
-	holdMax    string
-	lease      string
-	breakerKey string
-	heldKey    string
+	spec        queue.KindSpec
+	admit       *redis.Script
+	mode        string
+	holdMax     string
+	lease       string
+	breakerKey  string
+	heldKey     string
+	admittedKey string
 }
 
 // New returns a guard for cfg. It fails if the policy is not valid.
@@ -149,13 +150,14 @@ func New(cfg Config) (*Guard, error) {
 			lease = specs[name].AttemptTimeout() + leaseMargin
 		}
 		g.plans[name] = &plan{
-			spec:       specs[name],
-			admitTail:  admitTail(name, kp, g.logLen),
-			mode:       string(kp.Breaker.Open),
-			holdMax:    strconv.Itoa(kp.Breaker.HoldMax),
-			lease:      ms(lease),
-			breakerKey: rkeys.Breaker(name),
-			heldKey:    rkeys.Held(name),
+			spec:        specs[name],
+			admit:       admitScript(name, kp, cfg.DecisionLogLen),
+			mode:        string(kp.Breaker.Open),
+			holdMax:     strconv.Itoa(kp.Breaker.HoldMax),
+			lease:       ms(lease),
+			breakerKey:  rkeys.Breaker(name),
+			heldKey:     rkeys.Held(name),
+			admittedKey: rkeys.Admitted(name),
 		}
 	}
 	return g, nil
@@ -176,39 +178,31 @@ func gcraArgs(l Limit) [2]string {
 	return [2]string{strconv.FormatInt(interval, 10), strconv.FormatInt(interval*int64(l.EffectiveBurst()), 10)}
 }
 
-// admitTail returns the static part of the admission script's ARGV, from
-// ARGV[7] on (see rkeys.Admit). Recipient windows are whole seconds,
-// rounded up; the log is kept one second longer than the longest of them,
-// so that once Redis has expired it every window is surely over.
-func admitTail(kind string, kp KindPolicy, logLen string) []any {
+// admitScript compiles a kind's admission script (see rkeys.AdmitScript).
+// Recipient windows are whole seconds, rounded up; the log is kept one
+// second longer than the longest of them, so that once Redis has expired it
+// every window is surely over.
+func admitScript(name string, kp KindPolicy, logLen int) *redis.Script {
 	longest := secs(kp.DedupWindow)
-	kmax := 1
+	c := rkeys.AdmitConfig{Kind: name, LogLen: logLen, Hold: kp.Breaker.Open == BreakerHold, Shed: kp.Breaker.Open == BreakerShed,
+		HoldMax: kp.Breaker.HoldMax, Dedup: secs(kp.DedupWindow), RecipientLen: 1}
 	for _, r := range kp.PerRecipient {
 		longest = max(longest, secs(r.Per))
-		kmax = max(kmax, r.N)
+		c.RecipientLen = max(c.RecipientLen, r.N)
+		c.Recipient = append(c.Recipient, [2]int64{int64(r.N), secs(r.Per)})
 	}
-	keep := time.Duration(longest+1) * time.Second
+	c.RecipientTTL = (longest + 1) * 1000
 	if longest == 0 {
 		// No window: keep the log a minute anyway, so that a re-sent
 		// script still recognises its own admission.
-		keep = time.Minute
+		c.RecipientTTL = 60000
 	}
-	args := []any{kind, logLen, string(kp.Breaker.Open), strconv.Itoa(kp.Breaker.HoldMax),
-		strconv.FormatInt(secs(kp.DedupWindow), 10), ms(keep), strconv.Itoa(kmax), strconv.Itoa(len(kp.PerRecipient))}
-	for _, r := range kp.PerRecipient {
-		args = append(args, strconv.Itoa(r.N), strconv.FormatInt(secs(r.Per), 10))
-	}
-	var skeep time.Duration
-	skmax := 0
 	for _, r := range kp.PerSource {
-		skeep = max(skeep, r.Per)
-		skmax = max(skmax, r.N)
+		c.SourceTTL = max(c.SourceTTL, r.Per.Milliseconds())
+		c.SourceLen = max(c.SourceLen, r.N)
+		c.Source = append(c.Source, [2]int64{int64(r.N), r.Per.Milliseconds()})
 	}
-	args = append(args, ms(skeep), strconv.Itoa(skmax), strconv.Itoa(len(kp.PerSource)))
-	for _, r := range kp.PerSource {
-		args = append(args, strconv.Itoa(r.N), ms(r.Per))
-	}
-	return args
+	return rkeys.AdmitScript(c)
 }
 
 // secs returns d in whole seconds, rounded up.
@@ -245,12 +239,9 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	}
 	canon := Canonical(a.To, g.policy.RecipientRules)
 	rh := pii.Hash(a.To)
-	keys := []string{rkeys.Recipient(a.Kind, canon), rkeys.Suppressions, rkeys.Source(a.Kind, a.Source),
-		pl.breakerKey, pl.heldKey, rkeys.Stats, rkeys.Decisions}
-	args := make([]any, 0, 6+len(pl.admitTail))
-	args = append(args, rkeys.EmailTag(a.ID), rkeys.SuppressionField(canon), a.ID, a.Payload, g.sampleFlag(), rh)
-	args = append(args, pl.admitTail...)
-	res, err := rkeys.Admit.Run(ctx, g.rdb, keys, args...).Text()
+	keys := []string{rkeys.Recipient(a.Kind, canon), rkeys.Source(a.Kind, a.Source), pl.breakerKey,
+		rkeys.Suppression(canon), pl.heldKey, rkeys.Stats, rkeys.Decisions, pl.admittedKey, rkeys.Kinds}
+	res, err := pl.admit.Run(ctx, g.rdb, keys, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh).Text()
 	if err != nil {
 		err = opError(ctx, "admit", err)
 		g.log.LogAttrs(ctx, slog.LevelWarn, "guard admit failed", slog.String("kind", a.Kind),

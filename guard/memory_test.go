@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate-dev/floodgate/internal/rkeys"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
 	"github.com/floodgate-dev/floodgate/queue"
 )
@@ -44,8 +45,11 @@ kinds:
   password_reset: { dedup_window: %[1]s, per_recipient: ["3/%[1]s", "10/%[1]s"], per_source: [] }
 `, formatDuration(w)), Config{DecisionSample: -1})
 	ctx := context.Background()
-	// Load the scripts and create the stats hash before the baseline.
-	admit(t, g, adm(queue.KindNotification, "warmup@example.com", ""))
+	// Load the script and create the counters before the baseline.
+	admit(t, g, adm(queue.KindPasswordReset, "warmup@example.com", ""))
+	if err := mc.Del(ctx, rkeys.Recipient(queue.KindPasswordReset, "warmup@example.com")).Err(); err != nil {
+		t.Fatal(err)
+	}
 	base := usedMemory(t, mc)
 	baseKeys := mc.DBSize(ctx).Val()
 

@@ -53,16 +53,38 @@ func newKindStats() *KindStats {
 	return &KindStats{Outcomes: map[queue.Outcome]int64{}, Reasons: map[queue.Outcome]map[string]int64{}, Deferred: map[string]int64{}}
 }
 
-// Stats returns the decision counts of every kind, read in one command from
-// the stats hash.
+// Stats returns the decision counts of every kind: the stats hash and the
+// admitted counters, read in two round trips.
 func (g *Guard) Stats(ctx context.Context) (Stats, error) {
-	all, err := g.rdb.HGetAll(ctx, rkeys.Stats).Result()
+	var hall *redis.MapStringStringCmd
+	var kinds *redis.StringSliceCmd
+	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		hall = p.HGetAll(ctx, rkeys.Stats)
+		kinds = p.SMembers(ctx, rkeys.Kinds)
+		return nil
+	})
 	if err != nil {
 		return Stats{}, opError(ctx, "stats", err)
 	}
+	all := hall.Val()
 	st := Stats{Kinds: map[string]*KindStats{}}
 	for _, k := range g.kindNames() {
 		st.Kinds[k] = newKindStats()
+	}
+	if names := kinds.Val(); len(names) > 0 {
+		keys := make([]string, len(names))
+		for i, k := range names {
+			keys[i] = rkeys.Admitted(k)
+		}
+		vals, err := g.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return Stats{}, opError(ctx, "stats", err)
+		}
+		for i, v := range vals {
+			if s, ok := v.(string); ok {
+				all[names[i]+"|a:queued"] = s
+			}
+		}
 	}
 	for field, v := range all {
 		n, err := strconv.ParseInt(v, 10, 64)

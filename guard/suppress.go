@@ -27,14 +27,15 @@ type Suppression struct {
 	Since time.Time `json:"since"`
 }
 
-// suppressionField validates addr and returns its field in the suppression
-// hash.
-func (g *Guard) suppressionField(addr string) (string, error) {
+// suppression validates addr and returns its key and its field in the
+// suppression hash.
+func (g *Guard) suppression(addr string) (key, field string, err error) {
 	norm, err := queue.NormalizeAddress(strings.TrimSpace(addr))
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidAddress, err)
+		return "", "", fmt.Errorf("%w: %w", ErrInvalidAddress, err)
 	}
-	return rkeys.SuppressionField(Canonical(norm, g.policy.RecipientRules)), nil
+	canon := Canonical(norm, g.policy.RecipientRules)
+	return rkeys.Suppression(canon), rkeys.SuppressionField(canon), nil
 }
 
 // Suppress adds addr (every variant of it under the policy's recipient
@@ -48,12 +49,17 @@ func (g *Guard) Suppress(ctx context.Context, addr, reason string) error {
 	if token(reason) != reason {
 		return fmt.Errorf("guard: suppress: reason %q must be up to 32 lower-case letters, digits or '_'", reason)
 	}
-	f, err := g.suppressionField(addr)
+	k, f, err := g.suppression(addr)
 	if err != nil {
 		return err
 	}
 	v := reason + "|" + strconv.FormatInt(g.now().UnixMilli(), 10)
-	if err := g.rdb.HSet(ctx, rkeys.Suppressions, f, v).Err(); err != nil {
+	_, err = g.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, k, v, 0)
+		p.HSet(ctx, rkeys.Suppressions, f, v)
+		return nil
+	})
+	if err != nil {
 		return opError(ctx, "suppress", err)
 	}
 	return nil
@@ -67,15 +73,20 @@ func (g *Guard) Unsuppress(ctx context.Context, addr string) error {
 }
 
 func (g *Guard) unsuppress(ctx context.Context, addr string) (bool, error) {
-	f, err := g.suppressionField(addr)
+	k, f, err := g.suppression(addr)
 	if err != nil {
 		return false, err
 	}
-	n, err := g.rdb.HDel(ctx, rkeys.Suppressions, f).Result()
+	var del *redis.IntCmd
+	_, err = g.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		del = p.Del(ctx, k)
+		p.HDel(ctx, rkeys.Suppressions, f)
+		return nil
+	})
 	if err != nil {
 		return false, opError(ctx, "unsuppress", err)
 	}
-	return n > 0, nil
+	return del.Val() > 0, nil
 }
 
 // Suppressed reports whether addr is on the suppression list.
@@ -87,11 +98,11 @@ func (g *Guard) Suppressed(ctx context.Context, addr string) (bool, error) {
 // LookupSuppression returns the suppression entry of addr and whether there
 // is one.
 func (g *Guard) LookupSuppression(ctx context.Context, addr string) (Suppression, bool, error) {
-	f, err := g.suppressionField(addr)
+	k, f, err := g.suppression(addr)
 	if err != nil {
 		return Suppression{}, false, err
 	}
-	v, err := g.rdb.HGet(ctx, rkeys.Suppressions, f).Result()
+	v, err := g.rdb.Get(ctx, k).Result()
 	if errors.Is(err, redis.Nil) {
 		return Suppression{}, false, nil
 	}

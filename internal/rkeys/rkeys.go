@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -23,9 +24,10 @@ const Tag = "{fg}"
 
 // Fixed keys.
 const (
-	// Suppressions is a hash: field [SuppressionField], value
-	// "<reason>|<unix ms>". It never expires: entries are removed by
-	// Unsuppress.
+	// Suppressions is a hash listing the suppression list for the admin
+	// API: field [SuppressionField], value "<reason>|<unix ms>". Each entry
+	// is mirrored by a [Suppression] key, which admission reads. Neither
+	// expires: entries are removed by Unsuppress.
 	Suppressions = Tag + ":sup"
 	// Global is the global send rate's GCRA state (theoretical arrival time
 	// in µs since [GCRAEpoch]); it expires when the bucket is full again.
@@ -36,6 +38,8 @@ const (
 	Stats = Tag + ":stats"
 	// Decisions is the decision log, a stream trimmed with MAXLEN ~.
 	Decisions = Tag + ":log"
+	// Kinds is the set of kinds that have an [Admitted] counter.
+	Kinds = Tag + ":kinds"
 )
 
 // Digest lengths. A recipient key is 14 bytes (tag, type byte, 9-byte
@@ -73,18 +77,11 @@ func Source(kind, source string) string {
 }
 
 func digestKey(typ byte, kind, s string, n int) string {
-	h := sha256.New()
-	h.Write([]byte(kind))
-	h.Write([]byte{0})
-	h.Write([]byte(s))
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	var b strings.Builder
-	b.Grow(len(Tag) + 1 + n)
-	b.WriteString(Tag)
-	b.WriteByte(typ)
-	b.Write(sum[:n])
-	return b.String()
+	var in [192]byte
+	sum := sha256.Sum256(append(append(append(in[:0], kind...), 0), s...))
+	out := make([]byte, 0, len(Tag)+1+n)
+	out = append(append(append(out, Tag...), typ), sum[:n]...)
+	return string(out)
 }
 
 // SuppressionField returns the field of a canonical recipient in
@@ -94,13 +91,25 @@ func SuppressionField(canonical string) string {
 	return string(sum[:supDigest])
 }
 
+// Suppression returns the key admission reads to learn that a canonical
+// recipient is suppressed: "{fg}u" + [SuppressionField]; value as in
+// [Suppressions]. A string key, so the admission script fetches it with the
+// recipient's other state in one MGET.
+func Suppression(canonical string) string { return Tag + "u" + SuppressionField(canonical) }
+
 // EmailTag returns the tag that marks an email's entry in a recipient log,
 // so that a re-sent admission script recognises its own earlier admission:
 // 9 decimal digits from 100000000 to 922337202 (about 2^29.6 values), so an
 // entry never starts with 0 and a single entry stays below 2^63.
 func EmailTag(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	return strconv.FormatUint(100000000+binary.BigEndian.Uint64(sum[:8])%822337203, 10)
+	// floodgate's ids are 32 random (or SHA-256) hex digits: their first
+	// 64 bits are already uniform.
+	n, err := strconv.ParseUint(id[:min(len(id), 16)], 16, 64)
+	if len(id) < 16 || err != nil {
+		sum := sha256.Sum256([]byte(id))
+		n = binary.BigEndian.Uint64(sum[:8])
+	}
+	return strconv.FormatUint(100000000+n%822337203, 10)
 }
 
 // Claim returns the idempotency claim key of an email id: "{fg}c" and the
@@ -114,6 +123,11 @@ func Claim(id string) string {
 
 // Domain returns the GCRA key of a recipient domain's send rate.
 func Domain(domain string) string { return Tag + ":d:" + domain }
+
+// Admitted returns the counter of emails of a kind queued by admission. It
+// is the one admission count kept outside [Stats]: INCR of a string is
+// several times cheaper than HINCRBY, and it runs on every admitted email.
+func Admitted(kind string) string { return Tag + ":n:" + kind }
 
 // Breaker returns the breaker state key of a kind. The admission and
 // dispatch scripts read it: "open" means the kind's breaker is open; any
@@ -136,52 +150,80 @@ const (
 // AttemptValue returns the claim value of a send attempt.
 func AttemptValue(attempt string) string { return "a:" + attempt }
 
-// Admit decides whether an email may be queued: suppression, dedup window,
-// every per-recipient window, every per-source window and the kind's
-// breaker, atomically. Counters are written only when the email is queued,
+// AdmitConfig is one kind's admission settings. [AdmitScript] compiles
+// them into the kind's script as constants, so the hot path neither sends
+// nor parses them.
+type AdmitConfig struct {
+	// Kind is the kind's name: lower-case letters, digits, '_' or '-'.
+	Kind string
+	// LogLen is the decision log's MAXLEN.
+	LogLen int
+	// Hold and Shed say what an open breaker does; neither (clamp) is not
+	// applied yet.
+	Hold, Shed bool
+	// HoldMax bounds the held emails of the kind.
+	HoldMax int
+	// Dedup is the dedup window in whole seconds; 0 = none.
+	Dedup int64
+	// RecipientTTL is how long a recipient log lives after its newest
+	// entry, ms; RecipientLen how many entries it keeps.
+	RecipientTTL int64
+	RecipientLen int
+	// Recipient are the per-recipient windows: limit and whole seconds.
+	Recipient [][2]int64
+	// SourceTTL and SourceLen are the source log's TTL (ms) and length.
+	SourceTTL int64
+	SourceLen int
+	// Source are the per-source windows: limit and ms.
+	Source [][2]int64
+}
+
+// AdmitScript returns the admission script of one kind. It decides whether
+// an email may be queued: suppression, dedup window, every per-recipient
+// window, every per-source window and the kind's breaker, atomically and in
+// that order of precedence. Logs are written only when the email is queued,
 // so a refusal consumes nobody's quota. Every decision is counted in
 // [Stats]; refusals, and admissions when sampled, are appended to
-// [Decisions]. If the recipient log already holds this email's tag the
-// email was admitted by an earlier run whose reply was lost: the script
-// answers "queued:replay" and changes nothing.
+// [Decisions]. If the recipient log already holds this email's tag, an
+// earlier run admitted it and its reply was lost: the script answers
+// "queued:replay" and changes nothing.
+//
+// On the common path it makes five Redis calls: one MGET of everything it
+// reads, TIME, a SET per log and one INCR. The kind's settings are
+// constants in the script (one script per kind and policy, cached by Redis
+// under its SHA1).
 //
 // KEYS[1] -> recipient log ([Recipient])
-// KEYS[2] -> [Suppressions]
-// KEYS[3] -> source log ([Source])
-// KEYS[4] -> breaker state ([Breaker])
+// KEYS[2] -> source log ([Source])
+// KEYS[3] -> breaker state ([Breaker])
+// KEYS[4] -> suppression ([Suppression])
 // KEYS[5] -> held emails ([Held])
 // KEYS[6] -> [Stats]
 // KEYS[7] -> [Decisions]
 // --
-// ARGV[1]  -> email tag ([EmailTag])
-// ARGV[2]  -> suppression field ([SuppressionField])
-// ARGV[3]  -> email id
-// ARGV[4]  -> encoded payload (stored only when held)
-// ARGV[5]  -> "1" to log an admission (refusals are always logged)
-// ARGV[6]  -> recipient hash for the log
-// ARGV[7]  -> kind
-// ARGV[8]  -> decision log MAXLEN
-// ARGV[9]  -> breaker open mode: "hold", "shed" or "clamp"
-// ARGV[10] -> hold_max
-// ARGV[11] -> dedup window, whole seconds (0 = none)
-// ARGV[12] -> recipient log TTL, ms
-// ARGV[13] -> recipient log length (entries kept)
-// ARGV[14] -> nr, the number of per-recipient windows
-// ARGV[15] -> nr pairs: limit, window in whole seconds
-// then     -> source log TTL ms, source log length, ns, and ns pairs
+// KEYS[8] -> admitted counter ([Admitted])
+// KEYS[9] -> [Kinds]
+// --
+// ARGV[1] -> email tag ([EmailTag])
+// ARGV[2] -> email id
+// ARGV[3] -> encoded payload (stored only when held)
+// ARGV[4] -> "1" to log an admission (refusals are always logged)
+// ARGV[5] -> recipient hash for the log
 //
 // Returns "<outcome>:<reason>": "queued:", "queued:replay",
 // "suppressed:", "duplicate:", "capped:recipient", "capped:source",
 // "held:breaker", "held:replay", "shed:breaker" or "shed:hold_full".
-var Admit = redis.NewScript(`
-local rkey, supkey, skey, bkey, hkey, stkey, logkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local tag, supf, id, payload, sample, rcpt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local kind, loglen, mode, holdmax = ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
-local dedup, rkeep, rkmax, nr = tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
-local si = 15 + 2 * nr
-local skeep, skmax, ns = ARGV[si], tonumber(ARGV[si + 1]), tonumber(ARGV[si + 2])
+func AdmitScript(c AdmitConfig) *redis.Script {
+	if strings.ContainsFunc(c.Kind, func(r rune) bool { return !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
+		panic("rkeys: kind name " + strconv.Quote(c.Kind) + " cannot be embedded in a script")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "local KIND, LOGLEN = '%s', %d\n", c.Kind, c.LogLen)
+	b.WriteString(`local rkey, skey, bkey, ukey, hkey, stkey, logkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local tag, id, payload, sample, rcpt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
-local rlog = redis.call('GET', rkey) or ''
+local cur = redis.call('MGET', rkey, skey, bkey, ukey)
+local rlog, slog = cur[1] or '', cur[2] or ''
 local p = string.find(rlog, tag, 1, true)
 while p do
   if (p - 1) % 19 == 0 then return 'queued:replay' end
@@ -191,64 +233,56 @@ end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local nows = t[1] - 1577836800
--- age in whole seconds of the n-th newest recipient admission
-local function age(n)
-  return nows - tonumber(string.sub(rlog, n * 19 - 9, n * 19))
-end
-local outcome, reason, slog = nil, '', ''
-if redis.call('HEXISTS', supkey, supf) == 1 then
+local outcome, reason = nil, ''
+-- The n-th newest recipient admission's time is string.sub(rlog, 19n-9, 19n).
+if cur[4] then
   outcome = 'suppressed'
-elseif dedup > 0 and #rlog >= 19 and age(1) <= dedup then
-  outcome = 'duplicate'
+`)
+	if c.Dedup > 0 {
+		fmt.Fprintf(&b, "elseif #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= %d then\n  outcome = 'duplicate'\n", c.Dedup)
+	}
+	for _, w := range c.Recipient {
+		fmt.Fprintf(&b, "elseif #rlog >= %d and nows - tonumber(string.sub(rlog, %d, %d)) <= %d then\n  outcome, reason = 'capped', 'recipient'\n",
+			w[0]*19, w[0]*19-9, w[0]*19, w[1])
+	}
+	for _, w := range c.Source {
+		fmt.Fprintf(&b, "elseif #slog >= %d and now - struct.unpack('>I6', slog, %d) < %d then\n  outcome, reason = 'capped', 'source'\n", w[0]*6, (w[0]-1)*6+1, w[1])
+	}
+	switch {
+	case c.Shed:
+		b.WriteString("elseif cur[3] == 'open' then\n  outcome, reason = 'shed', 'breaker'\n")
+	case c.Hold:
+		fmt.Fprintf(&b, `elseif cur[3] == 'open' then
+  if redis.call('HEXISTS', hkey, id) == 1 then return 'held:replay' end
+  if redis.call('HLEN', hkey) < %d then
+    redis.call('HSET', hkey, id, payload)
+    outcome, reason = 'held', 'breaker'
+  else
+    outcome, reason = 'shed', 'hold_full'
+  end
+`, c.HoldMax)
+	}
+	b.WriteString("end\n\nlocal field\nif not outcome then\n  outcome = 'queued'\n")
+	fmt.Fprintf(&b, "  redis.call('SET', rkey, tag .. string.format('%%010d', nows) .. string.sub(rlog, 1, %d), 'PX', %d)\n",
+		(max(c.RecipientLen, 1)-1)*19, max(c.RecipientTTL, 1))
+	if len(c.Source) > 0 {
+		fmt.Fprintf(&b, "  redis.call('SET', skey, struct.pack('>I6', now) .. string.sub(slog, 1, %d), 'PX', %d)\n",
+			(max(c.SourceLen, 1)-1)*6, max(c.SourceTTL, 1))
+	}
+	b.WriteString(`  if redis.call('INCR', KEYS[8]) == 1 then redis.call('SADD', KEYS[9], KIND) end
 else
-  for j = 0, nr - 1 do
-    local n, w = tonumber(ARGV[15 + 2 * j]), tonumber(ARGV[16 + 2 * j])
-    if #rlog >= n * 19 and age(n) <= w then
-      outcome, reason = 'capped', 'recipient'
-      break
-    end
-  end
-  if not outcome and ns > 0 then
-    slog = redis.call('GET', skey) or ''
-    for j = 0, ns - 1 do
-      local n, w = tonumber(ARGV[si + 3 + 2 * j]), tonumber(ARGV[si + 4 + 2 * j])
-      if #slog >= n * 6 and now - struct.unpack('>I6', slog, (n - 1) * 6 + 1) < w then
-        outcome, reason = 'capped', 'source'
-        break
-      end
-    end
-  end
-  if not outcome and redis.call('GET', bkey) == 'open' then
-    if mode == 'shed' then
-      outcome, reason = 'shed', 'breaker'
-    elseif mode == 'hold' then
-      if redis.call('HEXISTS', hkey, id) == 1 then return 'held:replay' end
-      if redis.call('HLEN', hkey) < holdmax then
-        redis.call('HSET', hkey, id, payload)
-        outcome, reason = 'held', 'breaker'
-      else
-        outcome, reason = 'shed', 'hold_full'
-      end
-    end
-  end
+  field = KIND .. '|a:' .. outcome
+  if reason ~= '' then field = field .. ':' .. reason end
+  redis.call('HINCRBY', stkey, field, 1)
 end
-
-if not outcome then
-  outcome = 'queued'
-  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, (rkmax - 1) * 19), 'PX', rkeep)
-  if ns > 0 then
-    redis.call('SET', skey, struct.pack('>I6', now) .. string.sub(slog, 1, (skmax - 1) * 6), 'PX', skeep)
-  end
-end
-local field = kind .. '|a:' .. outcome
-if reason ~= '' then field = field .. ':' .. reason end
-redis.call('HINCRBY', stkey, field, 1)
 if outcome ~= 'queued' or sample == '1' then
-  redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'admit', 'kind', kind,
+  redis.call('XADD', logkey, 'MAXLEN', '~', LOGLEN, '*', 'stage', 'admit', 'kind', KIND,
     'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)
 end
 return outcome .. ':' .. reason
 `)
+	return redis.NewScript(b.String())
+}
 
 // Dispatch decides whether one send attempt may proceed now. In order:
 //
@@ -308,7 +342,8 @@ local function record(field, outcome, reason, always)
   end
 end
 
-local claim = redis.call('GET', ckey)
+local cur = redis.call('MGET', ckey, bkey, gkey, dkey)
+local claim, brk = cur[1], cur[2]
 if claim then
   if claim == attempt then
     redis.call('PEXPIRE', ckey, lease)
@@ -340,7 +375,7 @@ local function terminal(code, field, outcome, reason)
 end
 if now_ms >= exp then return terminal('3', 'expired', 'expired', '') end
 
-if redis.call('GET', bkey) == 'open' then
+if brk == 'open' then
   if mode == 'shed' then return terminal('5', 'shed:breaker', 'shed', 'breaker') end
   if mode == 'hold' then
     if redis.call('HLEN', hkey) < holdmax then
@@ -352,16 +387,16 @@ if redis.call('GET', bkey) == 'open' then
 end
 
 local now = (t[1] - 1577836800) * 1000000 + t[2]
-local function gcra(key, interval, offset)
-  local tat = tonumber(redis.call('GET', key)) or now
+local function gcra(stored, interval, offset)
+  local tat = tonumber(stored) or now
   if tat < now then tat = now end
   local new = tat + interval
   local wait = new - offset - now
   if wait > 0 then return nil, wait end
   return new, 0
 end
-local gnew, gwait = gcra(gkey, gi, gb)
-local dnew, dwait = gcra(dkey, di, db)
+local gnew, gwait = gcra(cur[3], gi, gb)
+local dnew, dwait = gcra(cur[4], di, db)
 if not gnew or not dnew then
   local which, wait = 'global', gwait
   if dwait > gwait then which, wait = 'domain', dwait end
