@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/internal/worker"
@@ -32,6 +33,7 @@ import (
 const benchDomain = "example.test"
 
 type pipelineBench struct {
+	guard       *guard.Guard // set: the floodgate side runs with the guard
 	rdb         redis.UniversalClient
 	sink        *smtpsink.Server
 	n           int
@@ -106,6 +108,38 @@ func runPipeline(ctx context.Context, args []string, out io.Writer) error {
 		f, bl := median(fg), median(base)
 		fmt.Fprintf(out, "%-10s %14.0f %14.0f %7.2fx\n", set.name, f, bl, f/bl)
 	}
+
+	// The guard's cost on the same path: admission at enqueue is outside
+	// the timing; dispatch and settle (two scripts per email) are inside.
+	// The policy's rates are set far above the pipeline's so that only the
+	// guard's overhead is measured, not its limits.
+	pol, err := guard.ParsePolicy([]byte("global: { rate: 1000000/1s, burst: 1000000 }\ndomains: { default: 1000000/1s }\n"))
+	if err != nil {
+		return err
+	}
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: pol})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n%-10s %14s %14s %8s\n", "keys", "guard on/s", "guard off/s", "ratio")
+	for _, alg := range []string{"ed25519", "rsa"} {
+		var on, off []float64
+		for range *rounds {
+			b.guard = g
+			r, err := b.measure(ctx, []delivery.Key{keys[alg]}, b.runFloodgate)
+			if err != nil {
+				return fmt.Errorf("guard on: %w", err)
+			}
+			on = append(on, r)
+			b.guard = nil
+			if r, err = b.measure(ctx, []delivery.Key{keys[alg]}, b.runFloodgate); err != nil {
+				return fmt.Errorf("guard off: %w", err)
+			}
+			off = append(off, r)
+		}
+		f, bl := median(on), median(off)
+		fmt.Fprintf(out, "%-10s %14.0f %14.0f %7.2fx\n", alg, f, bl, f/bl)
+	}
 	return nil
 }
 
@@ -151,15 +185,23 @@ func (b *pipelineBench) measure(ctx context.Context, keys []delivery.Key, run fu
 // runFloodgate queues n reset emails with queue.Client and returns a start
 // function that runs the real worker: render, MIME, DKIM, pooled SMTP.
 func (b *pipelineBench) runFloodgate(ctx context.Context, keys []delivery.Key) (func() error, func(), error) {
-	qc, err := queue.NewClient(queue.Config{Redis: b.rdb, Unguarded: true})
+	qcfg := queue.Config{Redis: b.rdb, Unguarded: true}
+	if b.guard != nil {
+		qcfg = queue.Config{Redis: b.rdb, Admitter: b.guard, Kinds: b.guard.Policy().Kinds()}
+	}
+	qc, err := queue.NewClient(qcfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer qc.Close()
 	for i := range b.n {
-		if _, err := qc.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: fmt.Sprintf("user%d@example.com", i), Name: "Bench User",
-			Data: map[string]string{"reset_url": "https://app.example/reset/0123456789abcdef"}}); err != nil {
+		r, err := qc.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: fmt.Sprintf("user%d@example.com", i), Name: "Bench User",
+			Source: fmt.Sprintf("198.51.%d.%d", i/256%256, i%256), Data: map[string]string{"reset_url": "https://app.example/reset/0123456789abcdef"}})
+		if err != nil {
 			return nil, nil, err
+		}
+		if r.Outcome != queue.Queued {
+			return nil, nil, fmt.Errorf("enqueue %d: %s %s", i, r.Outcome, r.Reason)
 		}
 	}
 	signer, err := delivery.NewSigner(benchDomain, keys)
@@ -170,11 +212,15 @@ func (b *pipelineBench) runFloodgate(ctx context.Context, keys []delivery.Key) (
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := worker.New(worker.Config{
+	wcfg := worker.Config{
 		Redis: b.rdb, Sender: pool, Templates: b.tmpl, Signer: signer,
 		From:        mail.Address{Name: "Example App", Address: "no-reply@" + benchDomain},
 		Concurrency: b.concurrency,
-	})
+	}
+	if b.guard != nil {
+		wcfg.Dispatcher, wcfg.Suppressor, wcfg.Kinds = b.guard, b.guard, b.guard.Policy().Kinds()
+	}
+	w, err := worker.New(wcfg)
 	if err != nil {
 		return nil, nil, err
 	}
