@@ -8,13 +8,16 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/queue"
 	"github.com/floodgate-dev/floodgate/smtpsink"
@@ -133,4 +136,50 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := parseConfig(nil, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "-dev") {
 		t.Errorf("no flags: error %v, want a hint about -dev", err)
 	}
+}
+
+// The example policy in the repository must load as it is.
+func TestExamplePolicyLoads(t *testing.T) {
+	p, err := guard.LoadPolicy("../../policy.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Kinds()[queue.KindPasswordReset].TTL; got != 30*time.Minute {
+		t.Errorf("password_reset ttl = %v, want 30m", got)
+	}
+}
+
+func TestAdminHandlerAuth(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "admin") })
+	loop := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	public := &net.TCPAddr{IP: net.IPv4(0, 0, 0, 0), Port: 8080}
+	if _, err := adminHandler(ok, public, ""); err == nil || !strings.Contains(err.Error(), "FLOODGATE_ADMIN_TOKEN") {
+		t.Errorf("non-loopback without token: %v, want an error naming FLOODGATE_ADMIN_TOKEN", err)
+	}
+	h, err := adminHandler(ok, loop, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := serve(h, ""); code != 200 {
+		t.Errorf("loopback, no token configured: %d, want 200", code)
+	}
+	h, err = adminHandler(ok, public, "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for auth, want := range map[string]int{"": 401, "Bearer wrong": 401, "Bearer s3cret": 200, "s3cret": 401} {
+		if code := serve(h, auth); code != want {
+			t.Errorf("Authorization %q: %d, want %d", auth, code, want)
+		}
+	}
+}
+
+func serve(h http.Handler, auth string) int {
+	req := httptest.NewRequest("GET", "/v1/stats", nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code
 }
