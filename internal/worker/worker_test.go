@@ -404,12 +404,18 @@ func TestPermanentFailureNotRetried(t *testing.T) {
 	}
 }
 
+// resetRetries sets the retry bound of password_reset.
+func resetRetries(n int) envOpt {
+	return func(w *worker.Config, _ *smtpsink.Config) {
+		w.Kinds = queue.DefaultKinds()
+		spec := w.Kinds[queue.KindPasswordReset]
+		spec.MaxRetry = n
+		w.Kinds[queue.KindPasswordReset] = spec
+	}
+}
+
 func TestTemporaryFailureRetriedThenFailed(t *testing.T) {
-	kinds := queue.DefaultKinds()
-	spec := kinds[queue.KindPasswordReset]
-	spec.MaxRetry = 3
-	kinds[queue.KindPasswordReset] = spec
-	e := newEnv(t, func(w *worker.Config, _ *smtpsink.Config) { w.Kinds = kinds })
+	e := newEnv(t, resetRetries(3))
 	r := e.enqueue(t, resetEmail("tempfail+x@example.com"))
 	seq := e.waitOutcome(t, r.ID)
 	want := []queue.Outcome{"", "", "", queue.Failed}
@@ -422,11 +428,7 @@ func TestTemporaryFailureRetriedThenFailed(t *testing.T) {
 }
 
 func TestAmbiguousDropRetriedWithSameMessageID(t *testing.T) {
-	kinds := queue.DefaultKinds()
-	spec := kinds[queue.KindPasswordReset]
-	spec.MaxRetry = 2
-	kinds[queue.KindPasswordReset] = spec
-	e := newEnv(t, func(w *worker.Config, _ *smtpsink.Config) { w.Kinds = kinds })
+	e := newEnv(t, resetRetries(2))
 	r := e.enqueue(t, resetEmail("drop+x@example.com"))
 	e.waitOutcome(t, r.ID)
 	msgs := e.sink.Messages(smtpsink.Query{To: "drop+x@example.com"})
