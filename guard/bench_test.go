@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/floodgate-dev/floodgate/internal/rkeys"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
 	"github.com/floodgate-dev/floodgate/queue"
 )
@@ -197,5 +199,97 @@ func BenchmarkDispatch(b *testing.B) {
 				return
 			}
 		}
+	})
+}
+
+// Split-layout prototype, for BenchmarkClusterAdmit only: the admission of
+// the default reset policy as one script per slot (recipient, source,
+// kind), sent in one pipeline. It checks the same caps but, unlike the
+// shipped script, cannot count the final outcome atomically; see doc.go.
+var (
+	splitRecipient = redis.NewScript(`
+local cur = redis.call('MGET', KEYS[1], KEYS[2])
+local rlog = cur[1] or ''
+local t = redis.call('TIME')
+local nows = t[1] - 1577836800
+if cur[2] then return 'suppressed' end
+if #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= 120 then return 'duplicate' end
+if #rlog >= 57 and nows - tonumber(string.sub(rlog, 48, 57)) <= 3600 then return 'capped' end
+if #rlog >= 190 and nows - tonumber(string.sub(rlog, 181, 190)) <= 86400 then return 'capped' end
+redis.call('SET', KEYS[1], ARGV[1] .. string.format('%010d', nows) .. string.sub(rlog, 1, 171), 'PX', 86401000)
+return 'ok'`)
+	splitSource = redis.NewScript(`
+local slog = redis.call('GET', KEYS[1]) or ''
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if #slog >= 120 and now - struct.unpack('>I6', slog, 115) < 3600000 then return 'capped' end
+redis.call('SET', KEYS[1], struct.pack('>I6', now) .. string.sub(slog, 1, 114), 'PX', 3600000)
+return 'ok'`)
+	splitKind = redis.NewScript(`
+local b = redis.call('GET', KEYS[1])
+redis.call('INCR', KEYS[2])
+if b == 'open' then return 'open' end
+return 'ok'`)
+)
+
+// BenchmarkClusterAdmit runs admission on a 3-master Redis Cluster: the
+// shipped layout (every key under one hash tag, one script on one node)
+// against the split prototype (three scripts on the slots of the
+// recipient, the source and the kind, in one pipeline).
+func BenchmarkClusterAdmit(b *testing.B) {
+	cl := testutil.StartCluster(b)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs, PoolSize: 64})
+	b.Cleanup(func() { cc.Close() })
+	ctx := context.Background()
+	var seq atomic.Int64
+
+	b.Run("one_tag", func(b *testing.B) {
+		g := guardOn(b, cc, "", Config{})
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := seq.Add(1)
+				a := &queue.Admission{ID: newID(), Kind: queue.KindPasswordReset,
+					To: "user" + strconv.FormatInt(i, 10) + "@example.com", Source: "10.0." + strconv.FormatInt(i%100000, 10)}
+				if _, err := g.Admit(ctx, a); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+
+	b.Run("split", func(b *testing.B) {
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			for _, s := range []*redis.Script{splitRecipient, splitSource, splitKind} {
+				if err := s.Load(ctx, c).Err(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := seq.Add(1)
+				to := "user" + strconv.FormatInt(i, 10) + "@example.com"
+				rd := hex.EncodeToString([]byte(rkeys.Recipient(queue.KindPasswordReset, to)[5:]))
+				sd := hex.EncodeToString([]byte(rkeys.Source(queue.KindPasswordReset, "10.0."+strconv.FormatInt(i%100000, 10))[5:]))
+				p := cc.Pipeline()
+				r := splitRecipient.EvalSha(ctx, p, []string{"{r" + rd + "}", "{r" + rd + "}u"}, rkeys.EmailTag(newID()))
+				s := splitSource.EvalSha(ctx, p, []string{"{s" + sd + "}"})
+				k := splitKind.EvalSha(ctx, p, []string{"{k:password_reset}b", "{k:password_reset}n"})
+				if _, err := p.Exec(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+				_, _, _ = r.Val(), s.Val(), k.Val()
+			}
+		})
 	})
 }
