@@ -47,7 +47,13 @@ func TestDevModeEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rdb.Close()
-	client, err := queue.NewClient(queue.Config{Redis: rdb, Unguarded: true})
+	// Enqueue as cmd/enqueue does, through the guard: its scripts must run
+	// on the embedded Redis too.
+	g, err := guard.New(guard.Config{Redis: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -222,6 +222,17 @@ func AdmitScript(c AdmitConfig) *redis.Script {
 	b.WriteString(`local rkey, skey, bkey, ukey, hkey, stkey, logkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local tag, id, payload, sample, rcpt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
+-- 48-bit big-endian times in plain Lua (no struct library, which
+-- miniredis, the -dev mode's Redis, does not have).
+local function u48(s, i)
+  local a, b, c, d, e, f = string.byte(s, i, i + 5)
+  return ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f
+end
+local function p48(n)
+  local t = {}
+  for k = 6, 1, -1 do t[k] = string.char(n % 256); n = math.floor(n / 256) end
+  return table.concat(t)
+end
 local cur = redis.call('MGET', rkey, skey, bkey, ukey)
 local rlog, slog = cur[1] or '', cur[2] or ''
 local p = string.find(rlog, tag, 1, true)
@@ -246,7 +257,7 @@ if cur[4] then
 			w[0]*19, w[0]*19-9, w[0]*19, w[1])
 	}
 	for _, w := range c.Source {
-		fmt.Fprintf(&b, "elseif #slog >= %d and now - struct.unpack('>I6', slog, %d) < %d then\n  outcome, reason = 'capped', 'source'\n", w[0]*6, (w[0]-1)*6+1, w[1])
+		fmt.Fprintf(&b, "elseif #slog >= %d and now - u48(slog, %d) < %d then\n  outcome, reason = 'capped', 'source'\n", w[0]*6, (w[0]-1)*6+1, w[1])
 	}
 	switch {
 	case c.Shed:
@@ -266,7 +277,7 @@ if cur[4] then
 	fmt.Fprintf(&b, "  redis.call('SET', rkey, tag .. string.format('%%010d', nows) .. string.sub(rlog, 1, %d), 'PX', %d)\n",
 		(max(c.RecipientLen, 1)-1)*19, max(c.RecipientTTL, 1))
 	if len(c.Source) > 0 {
-		fmt.Fprintf(&b, "  redis.call('SET', skey, struct.pack('>I6', now) .. string.sub(slog, 1, %d), 'PX', %d)\n",
+		fmt.Fprintf(&b, "  redis.call('SET', skey, p48(now) .. string.sub(slog, 1, %d), 'PX', %d)\n",
 			(max(c.SourceLen, 1)-1)*6, max(c.SourceTTL, 1))
 	}
 	b.WriteString(`  if redis.call('INCR', KEYS[8]) == 1 then redis.call('SADD', KEYS[9], KIND) end
