@@ -16,9 +16,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/floodgate-dev/floodgate/internal/redisx"
 )
 
 func main() {
@@ -27,6 +30,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "enqueue:", err)
 		os.Exit(2)
 	}
+	redisx.RouteClientLogs(slog.New(slog.DiscardHandler))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {

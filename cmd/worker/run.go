@@ -44,6 +44,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	if err != nil {
 		return err
 	}
+	redisx.RouteClientLogs(logger)
 	var stack *devstack.Stack
 	var keys []delivery.Key
 	if cfg.Dev {

@@ -73,19 +73,30 @@ func TestDevModeEndToEnd(t *testing.T) {
 		t.Errorf("DKIM results %+v, want two passes", msgs[0].DKIM)
 	}
 
+	// The sink stores the message before its 250; the worker counts the
+	// email once the reply arrives, so the counter is polled for.
 	for path, want := range map[string]string{
-		"/healthz": "ok",
-		"/readyz":  "ready",
-		"/metrics": `floodgate_worker_emails_total{kind="password_reset",outcome="sent",reason=""} 1`,
+		"/healthz":  "ok",
+		"/readyz":   "ready",
+		"/metrics":  `floodgate_worker_emails_total{kind="password_reset",outcome="sent",reason=""} 1`,
+		"/v1/stats": `"sent":1`,
 	} {
-		resp, err := http.Get("http://" + s.HTTPAddr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
-			t.Errorf("GET %s = %d, body lacks %q", path, resp.StatusCode, want)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get("http://" + s.HTTPAddr + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Contains(string(body), want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("GET %s = %d, body lacks %q", path, resp.StatusCode, want)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	resp, err := http.Get("http://" + s.Stack.Sink.HTTPAddr() + "/api/messages")

@@ -3,8 +3,10 @@
 package redisx
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -56,4 +58,18 @@ func redact(err error, rawURL string) error {
 		}
 	}
 	return err
+}
+
+// RouteClientLogs sends go-redis's own log lines (dial retries and the
+// like, printed to stderr by default) to logger at debug level; the errors
+// that matter reach callers as returned errors. go-redis keeps its logger
+// in a package variable, so only a main should call this.
+func RouteClientLogs(logger *slog.Logger) {
+	redis.SetLogger(slogPrintf{logger})
+}
+
+type slogPrintf struct{ l *slog.Logger }
+
+func (s slogPrintf) Printf(ctx context.Context, format string, v ...any) {
+	s.l.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }
