@@ -275,6 +275,21 @@ kinds:
 	}
 }
 
+// TestRecipientLogEncoding checks what the memory figure rests on: a
+// recipient seen once is stored as a bare integer.
+func TestRecipientLogEncoding(t *testing.T) {
+	g, rc, _ := newTestGuard(t, "", Config{})
+	ctx := context.Background()
+	admit(t, g, adm(queue.KindPasswordReset, "once@example.com", "s"))
+	key := rkeys.Recipient(queue.KindPasswordReset, "once@example.com")
+	if enc, err := rc.ObjectEncoding(ctx, key).Result(); err != nil || enc != "int" {
+		t.Errorf("one-entry recipient log encoding = %q, %v; want int", enc, err)
+	}
+	if ttl := rc.PTTL(ctx, key).Val(); ttl <= 24*time.Hour || ttl > 24*time.Hour+time.Second {
+		t.Errorf("recipient log TTL = %v, want the longest window (24h) plus 1s", ttl)
+	}
+}
+
 func TestAdmitBreakerSeam(t *testing.T) {
 	g, rc, _ := newTestGuard(t, `
 kinds:

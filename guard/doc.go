@@ -22,7 +22,7 @@
 // # Decisions and accounting
 //
 // Every request ends in one terminal outcome (DESIGN.md, Decisions), counted
-// per kind in one Redis hash by the script that decides it, so
+// per kind in Redis by the script that decides it, so
 // requested = sum of outcomes + in flight holds across processes
 // ([KindStats]). Admission precedence: suppressed, duplicate, capped
 // (recipient, then source), then the breaker (held or shed). Quota is
@@ -37,8 +37,9 @@
 // the newest entry). Recipient times are whole seconds and compared
 // conservatively (a window may last up to a second longer, never shorter);
 // a single entry is a decimal integer that Redis stores without a string
-// allocation, which is what keeps a recipient seen once at about 115 bytes
-// (TestMemoryPerRecipient). Source times are milliseconds. Every log expires
+// allocation, which is what keeps a recipient seen once at 113 bytes of
+// Redis memory (1,000,000 recipients, TestMemoryPerRecipient). Source times
+// are milliseconds. Every log expires
 // one longest window after its last admission, so memory returns to the
 // baseline when traffic stops. Counts per window are bounded by
 // [MaxWindowCount].
@@ -52,6 +53,17 @@
 // it "sent" (a redelivered task is then a duplicate), terminal, or releases
 // it for a retry. A worker that dies mid-send loses the claim when the lease
 // ends, and the email is then sent by the next attempt.
+//
+// # Round trips
+//
+// Admission is one EVALSHA of a script compiled per kind with the kind's
+// settings as constants (internal/rkeys.AdmitScript). An admitted email costs
+// five Redis calls inside it: MGET of the recipient log, source log, breaker
+// state and suppression key; TIME; SET of each log; INCR of the kind's
+// admitted counter. A refusal skips the SETs and counts itself with HINCRBY
+// in the stats hash and XADD to the decision log. Dispatch is one EVALSHA:
+// MGET of claim, breaker, global and domain rate; TIME; SET of both rates and
+// the claim. Settle is one EVALSHA: GET, TIME, SET or DEL, HINCRBY.
 //
 // # Re-running scripts
 //
@@ -77,9 +89,13 @@
 //   - split scripts cannot count the final outcome in the same atomic step
 //     that decides it, so the conservation law would need a second round
 //     trip or tolerate drift, and a partial refusal over-counts quota;
-//   - one node runs tens of thousands of admission scripts a second (see
-//     bench_test.go), far above the send rates the guard protects, while
-//     asynq's queues live in their own slots on other nodes.
+//   - one node runs tens of thousands of admission scripts a second, far
+//     above the send rates the guard protects, while asynq's queues live in
+//     their own slots on other nodes;
+//   - measured on a 3-master cluster (BenchmarkClusterAdmit), the split
+//     prototype, three scripts in one pipeline, took 2.1 to 2.5 times as
+//     long per admission as the one-tag script: each decision pays three
+//     script invocations and a fan-out instead of one.
 //
 // The cost is that the guard's keys and CPU sit on one master.
 //

@@ -3,9 +3,10 @@
 // and reviewed in one place.
 //
 // Every key carries the hash tag [Tag]: on Redis Cluster all guard keys live
-// in one slot and each script runs on one node in one round trip. Recipient
-// and source keys are built from truncated SHA-256 digests and hold no
-// address; the suppression hash is keyed by a digest too.
+// in one slot and each script runs on one node in one round trip. Recipient,
+// source and suppression keys are built from truncated SHA-256 digests and
+// hold no address. Scripts: [AdmitScript] (one per kind), [Dispatch],
+// [Settle].
 package rkeys
 
 import (
@@ -33,8 +34,9 @@ const (
 	// in µs since [GCRAEpoch]); it expires when the bucket is full again.
 	Global = Tag + ":g"
 	// Stats is a hash of counters: field "<kind>|a:<outcome>[:<reason>]"
-	// for admission decisions, "<kind>|d:<outcome>[:<reason>]" for dispatch
-	// and settle decisions. Bounded by kinds × outcomes × reasons.
+	// for admission refusals (admissions are counted by [Admitted]),
+	// "<kind>|d:<outcome>[:<reason>]" for dispatch and settle decisions.
+	// Bounded by kinds × outcomes × reasons.
 	Stats = Tag + ":stats"
 	// Decisions is the decision log, a stream trimmed with MAXLEN ~.
 	Decisions = Tag + ":log"
@@ -43,8 +45,8 @@ const (
 )
 
 // Digest lengths. A recipient key is 14 bytes (tag, type byte, 9-byte
-// digest) so that Redis stores it in a 16-byte allocation; see the package
-// doc of guard for the memory figures behind this.
+// digest, 72 bits) so that Redis stores it in a 16-byte allocation; a
+// 32-byte digest costs 16 bytes more per tracked recipient.
 const (
 	logDigest = 9
 	supDigest = 16
