@@ -535,3 +535,39 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 		t.Errorf("sink received %d, want 5", got)
 	}
 }
+
+// Hostile input never becomes a header: a subject value with CRLF arrives
+// folded into one Subject line, and a payload that bypassed the producer's
+// validation is refused by the worker.
+func TestNoHeaderInjection(t *testing.T) {
+	e := newEnv(t)
+	r := e.enqueue(t, queue.Email{Kind: queue.KindNotification, To: "target@example.com",
+		Data: map[string]string{"subject": "Hello\r\nBcc: evil@attacker.example\r\n\r\nbody", "body": "b"}})
+	if seq := e.waitOutcome(t, r.ID); seq[len(seq)-1] != queue.Sent {
+		t.Fatalf("outcomes %v", seq)
+	}
+	msgs := e.sink.Messages(smtpsink.Query{})
+	full, _ := e.sink.Message(msgs[0].ID)
+	_, _, hdr := parts(t, full.Raw)
+	if hdr.Get("Bcc") != "" || len(msgs[0].RcptTo) != 1 || strings.Contains(hdr.Get("Subject"), "\n") {
+		t.Fatalf("injected: Bcc %q, rcpt %v, subject %q", hdr.Get("Bcc"), msgs[0].RcptTo, hdr.Get("Subject"))
+	}
+
+	ac := asynq.NewClientFromRedisClient(e.rdb)
+	defer ac.Close()
+	for _, name := range []string{"=?utf-8?q?a=0D=0ABcc:_evil@attacker.example?=", "A\r\nBcc: evil@attacker.example"} {
+		p := &queue.Payload{ID: "hostile" + string(rune('a'+len(name)%26)), Kind: queue.KindPasswordReset, To: "victim@example.com", Name: name,
+			Data: map[string]string{"reset_url": "https://app.example/r"}, EnqueuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+		body, _ := p.Encode()
+		if _, err := ac.Enqueue(asynq.NewTask(queue.TypeEmail, body), asynq.Queue(queue.ClassSecurity.QueueName()), asynq.TaskID(p.ID)); err != nil {
+			t.Fatal(err)
+		}
+		insp := asynq.NewInspectorFromRedisClient(e.rdb)
+		if info := waitTaskState(t, insp, queue.ClassSecurity.QueueName(), p.ID, asynq.TaskStateArchived); !strings.Contains(info.LastErr, "malformed payload") {
+			t.Errorf("hostile name archived with %q", info.LastErr)
+		}
+	}
+	if got := len(e.sink.Messages(smtpsink.Query{To: "victim@example.com"})); got != 0 {
+		t.Fatalf("%d hostile messages reached the sink", got)
+	}
+}
