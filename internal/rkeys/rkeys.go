@@ -131,60 +131,14 @@ func Domain(domain string) string { return Tag + ":d:" + domain }
 // several times cheaper than HINCRBY, and it runs on every admitted email.
 func Admitted(kind string) string { return Tag + ":n:" + kind }
 
-// Breaker returns the breaker state key of a kind, read by every decision
-// in the MGET it already makes. The value is
-//
-//	"<state><reason> <window> <prev> <prevrefused> <threshold> <until> <interval>"
-//
-// state c (closed), o (open) or h (half-open); reason s (surge), f
-// (refusals), r (relay), m (manual) or - (none); window the index of the
-// current counting window (Redis ms / window length); prev and prevrefused
-// the requests and cap refusals counted in the window before it; threshold
-// the request count per window that trips the breaker; until the Redis ms
-// at which an open breaker turns half-open or a half-open one closes (0:
-// not by time); interval the µs between the emails an open clamp or a
-// half-open breaker lets through (0: none). No key means closed. It does
-// not expire.
+// Breaker returns the breaker state key of a kind. The admission and
+// dispatch scripts read it: "open" means the kind's breaker is open; any
+// other value or no key means closed.
 func Breaker(kind string) string { return Tag + ":b:" + kind }
 
-// BreakerInfo returns the hash of a kind's breaker details, written on
-// transitions and window rollovers only: "reason", "since", "opened" (Redis
-// ms), "closed" (ms of the last close), "lvl" (how many times the cooldown
-// was doubled), "base" (learned baseline, requests/s), and the relay
-// counters "rc" (consecutive relay failures), "ri" (their window index),
-// "rf" and "ro" (relay failures and successes in it), "pf" and "po" (in the
-// window before). It does not expire.
-func BreakerInfo(kind string) string { return Tag + ":bi:" + kind }
-
-// BreakerCount returns the counter of a kind's admission requests in the
-// current window; the first request of a window moves it into [Breaker]'s
-// prev and resets it. It expires two windows after its last reset.
-func BreakerCount(kind string) string { return Tag + ":bn:" + kind }
-
-// BreakerRefused returns the counter of a kind's requests refused by caps
-// (duplicate or capped) in the current window, reset like [BreakerCount].
-func BreakerRefused(kind string) string { return Tag + ":bf:" + kind }
-
-// BreakerPace returns the key pacing the admissions that an open clamp or a
-// half-open breaker lets through: the Redis time (µs since [GCRAEpoch])
-// before which the next one is refused. It expires when that time passes.
-func BreakerPace(kind string) string { return Tag + ":bq:" + kind }
-
-// BreakerSendPace returns the key pacing the sends (dispatch) that an open
-// clamp or a half-open breaker lets through, like [BreakerPace].
-func BreakerSendPace(kind string) string { return Tag + ":bs:" + kind }
-
 // Held returns the hash holding parked emails of a kind: field email id,
-// value "a" (held at admission) or "d" (held at dispatch) followed by the
-// encoded payload. It expires one TTL of the kind after the newest email
-// was parked, when none of them could still be delivered.
+// value the encoded payload.
 func Held(kind string) string { return Tag + ":h:" + kind }
-
-// Releasing returns the hash of held emails of a kind that a release took
-// out of [Held] but has not yet handed to the queue: field email id, value
-// the encoded payload. A release interrupted between the two steps is
-// finished by the next one.
-func Releasing(kind string) string { return Tag + ":hr:" + kind }
 
 // Claim values other than an attempt ("a:<nonce>"): terminal states.
 const (
@@ -206,8 +160,11 @@ type AdmitConfig struct {
 	Kind string
 	// LogLen is the decision log's MAXLEN.
 	LogLen int
-	// Breaker is the kind's breaker.
-	Breaker BreakerConfig
+	// Hold and Shed say what an open breaker does; neither (clamp) is not
+	// applied yet.
+	Hold, Shed bool
+	// HoldMax bounds the held emails of the kind.
+	HoldMax int
 	// Dedup is the dedup window in whole seconds; 0 = none.
 	Dedup int64
 	// RecipientTTL is how long a recipient log lives after its newest
