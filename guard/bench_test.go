@@ -155,6 +155,12 @@ func BenchmarkEnqueue(b *testing.B) {
 		g := guardOn(b, rc, "", Config{})
 		enqueue(b, g)
 	})
+	// The guard may live on a Redis of its own: admission and asynq's
+	// enqueue then run on two servers instead of queueing on one.
+	b.Run("queue+guard-own-redis", func(b *testing.B) {
+		own := benchClient(b, testutil.StartRedis(b).Addr)
+		enqueue(b, guardOn(b, own, "", Config{}))
+	})
 	b.Run("queue", func(b *testing.B) { enqueue(b, nil) })
 	b.Run("asynq", func(b *testing.B) {
 		rc.FlushAll(ctx)
