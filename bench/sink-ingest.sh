@@ -29,15 +29,8 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 
 cd "$(dirname "$0")/.."
 
-# postfix may still be installing on a fresh machine.
-if [[ -f /tmp/apt.log ]]; then
-	for _ in $(seq 600); do
-		grep -q '^done' /tmp/apt.log && break
-		sleep 1
-	done
-fi
 for tool in "$SMTP_SOURCE" "$SMTP_SINK" openssl curl; do
-	command -v "$tool" >/dev/null || { echo "sink-ingest: $tool not found" >&2; exit 1; }
+	command -v "$tool" >/dev/null || { echo "sink-ingest: $tool not found (Debian: apt-get install postfix openssl curl)" >&2; exit 1; }
 done
 "$PYTHON" -c 'import dkim' 2>/dev/null || { echo "sink-ingest: $PYTHON lacks the dkim module (python3-dkim)" >&2; exit 1; }
 
