@@ -191,7 +191,7 @@ func waitGone(t testing.TB, rc redis.UniversalClient, key string) {
 func TestAdmitPerSourceCap(t *testing.T) {
 	g, _, _ := newTestGuard(t, `
 kinds:
-  password_reset: { dedup_window: 0, per_recipient: [3/1h], per_source: [10/1h, 12/24h] }
+  password_reset: { dedup_window: 0, per_recipient: [3/1h], per_source: [10/1h, 12/24h], breaker: off }
 `, Config{})
 	var queued, capped []string
 	for i := range 30 {
@@ -290,16 +290,16 @@ func TestRecipientLogEncoding(t *testing.T) {
 	}
 }
 
-func TestAdmitBreakerSeam(t *testing.T) {
+func TestAdmitBreakerModes(t *testing.T) {
 	g, rc, _ := newTestGuard(t, `
 kinds:
   password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { open: hold, hold_max: 2 } }
   verify_email: { breaker: { open: shed } }
-  notification: { breaker: { open: clamp } }
+  notification: { breaker: { open: clamp, probe: 1/1h } }
 `, Config{})
 	ctx := context.Background()
 	for _, k := range []string{queue.KindPasswordReset, queue.KindVerifyEmail, queue.KindNotification} {
-		if err := rc.Set(ctx, rkeys.Breaker(k), "open", 0).Err(); err != nil {
+		if _, err := g.Trip(ctx, k, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -311,18 +311,20 @@ kinds:
 	if n, _ := rc.HLen(ctx, rkeys.Held(queue.KindPasswordReset)).Result(); n != 2 {
 		t.Errorf("held %d emails, want 2", n)
 	}
-	if p, _ := rc.HGet(ctx, rkeys.Held(queue.KindPasswordReset), h1.ID).Result(); p != string(h1.Payload) {
-		t.Errorf("held payload %q, want %q", p, h1.Payload)
+	if p, _ := rc.HGet(ctx, rkeys.Held(queue.KindPasswordReset), h1.ID).Result(); p != "a"+string(h1.Payload) {
+		t.Errorf("held payload %q, want %q", p, "a"+string(h1.Payload))
 	}
 	wantVerdict(t, "shed", admit(t, g, adm(queue.KindVerifyEmail, "s@example.com", "")), queue.Shed, "breaker")
-	wantVerdict(t, "clamp (not applied yet)", admit(t, g, adm(queue.KindNotification, "c@example.com", "")), queue.Queued, "")
+	// Clamp lets the baseline rate through (none learned: the probe rate).
+	wantVerdict(t, "clamp 1", admit(t, g, adm(queue.KindNotification, "c1@example.com", "")), queue.Queued, "clamp")
+	wantVerdict(t, "clamp 2", admit(t, g, adm(queue.KindNotification, "c2@example.com", "")), queue.Shed, "clamp")
 	// Caps decide before the breaker: a capped email is not parked.
 	if err := g.Suppress(ctx, "sup@example.com", ""); err != nil {
 		t.Fatal(err)
 	}
 	wantVerdict(t, "suppressed under hold", admit(t, g, adm(queue.KindPasswordReset, "sup@example.com", "")), queue.Suppressed, "")
 	// Held emails consumed no quota: closing the breaker admits them.
-	if err := rc.Del(ctx, rkeys.Breaker(queue.KindPasswordReset)).Err(); err != nil {
+	if _, err := g.Reset(ctx, queue.KindPasswordReset); err != nil {
 		t.Fatal(err)
 	}
 	wantVerdict(t, "closed", admit(t, g, adm(queue.KindPasswordReset, "h3@example.com", "")), queue.Queued, "")

@@ -168,15 +168,19 @@ func TestDispatchExpired(t *testing.T) {
 	}
 }
 
-func TestDispatchBreakerSeam(t *testing.T) {
+func TestDispatchBreakerModes(t *testing.T) {
 	g, rc, _ := newTestGuard(t, `
 kinds:
   password_reset: { breaker: { open: hold, hold_max: 1 } }
   notification: { breaker: { open: shed } }
+  verify_email: { breaker: { open: clamp, probe: 1/1h } }
 `, Config{})
 	ctx := context.Background()
-	rc.Set(ctx, rkeys.Breaker(queue.KindPasswordReset), "open", 0)
-	rc.Set(ctx, rkeys.Breaker(queue.KindNotification), "open", 0)
+	for _, k := range []string{queue.KindPasswordReset, queue.KindNotification, queue.KindVerifyEmail} {
+		if _, err := g.Trip(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
 	p := payload("h@example.com", time.Hour)
 	wantDispatch(t, "hold", dispatch(t, g, p, "a1"), false, queue.Held, "breaker")
 	wantDispatch(t, "hold re-run", dispatch(t, g, p, "a1"), false, queue.Held, "settled")
@@ -184,11 +188,20 @@ kinds:
 	n := payload("n@example.com", time.Hour)
 	n.Kind = queue.KindNotification
 	wantDispatch(t, "shed", dispatch(t, g, n, "a1"), false, queue.Shed, "breaker")
+	// Clamp paces sends and defers the rest without a terminal outcome.
+	v1, v2 := payload("v1@example.com", time.Hour), payload("v2@example.com", time.Hour)
+	v1.Kind, v2.Kind = queue.KindVerifyEmail, queue.KindVerifyEmail
+	wantDispatch(t, "clamp 1", dispatch(t, g, v1, "a1"), true, "", "")
+	v := dispatch(t, g, v2, "a1")
+	wantDispatch(t, "clamp 2", v, false, queue.Deferred, "breaker")
+	if v.RetryAfter < 59*time.Minute {
+		t.Errorf("clamp 2 RetryAfter = %v, want about the probe interval (1h)", v.RetryAfter)
+	}
 	held, err := rc.HGet(ctx, rkeys.Held(queue.KindPasswordReset), p.ID).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back, err := queue.DecodePayload([]byte(held)); err != nil || back.ID != p.ID {
+	if back, err := queue.DecodePayload([]byte(held[1:])); err != nil || held[0] != 'd' || back.ID != p.ID {
 		t.Errorf("held payload %q: %v", held, err)
 	}
 }

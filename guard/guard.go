@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -59,37 +61,78 @@ type Config struct {
 	// Now returns the current time for suppression timestamps; nil means
 	// time.Now. Decisions use Redis TIME.
 	Now func() time.Time
+
+	// Webhook, when set, is an http or https URL that receives every
+	// breaker transition as a JSON [BreakerTransition] (POST, header
+	// X-Floodgate-Event: breaker.transition), retried with exponential
+	// backoff. Deliveries never block decisions: they are queued for a
+	// background goroutine, and when the queue is full the oldest is
+	// dropped and counted. Stop it with [Guard.Shutdown] or [Guard.Close].
+	Webhook string
+	// WebhookSecret, when set, signs each delivery: header
+	// X-Floodgate-Signature: sha256=<hex HMAC-SHA256 of the body>.
+	WebhookSecret string
+	// WebhookClient sends the deliveries; nil means a client with a 10s
+	// timeout.
+	WebhookClient *http.Client
+	// WebhookBackoff is the wait before the first retry of a failed
+	// delivery; it doubles up to 30s, for at most 6 attempts. Zero means
+	// 1s.
+	WebhookBackoff time.Duration
+	// WebhookQueue bounds the deliveries waiting to be sent. Zero means
+	// 256.
+	WebhookQueue int
+	// OnTransition, when set, is called with every breaker transition this
+	// process's decisions made, on the deciding goroutine: it must return
+	// quickly.
+	OnTransition func(BreakerTransition)
 }
 
 // Guard decides, atomically and shared across every process using the same
 // Redis, whether emails may be queued and sent. It implements
 // [queue.Admitter]. It is safe for concurrent use.
 type Guard struct {
-	rdb     redis.UniversalClient
-	policy  *Policy
-	plans   map[string]*plan
-	global  [2]string
-	domains map[string][2]string
-	log     *slog.Logger
-	metrics *metrics
-	sample  float64
-	logLen  string
-	grace   string
-	now     func() time.Time
+	rdb          redis.UniversalClient
+	policy       *Policy
+	plans        map[string]*plan
+	global       [2]string
+	domains      map[string][2]string
+	log          *slog.Logger
+	metrics      *metrics
+	sample       float64
+	logLen       string
+	grace        string
+	now          func() time.Time
+	queue        *asynq.Client
+	notify       *notifier
+	onTransition func(BreakerTransition)
 }
 
 var _ queue.Admitter = (*Guard)(nil)
 
 // plan holds what the scripts need of one kind, formatted once.
 type plan struct {
+	name        string
 	spec        queue.KindSpec
+	mode        BreakerMode
 	admit       *redis.Script
-	mode        string
-	holdMax     string
+	dispatch    *redis.Script
+	settle      *redis.Script
+	control     *redis.Script
+	release     *redis.Script
 	lease       string
 	breakerKey  string
+	infoKey     string
+	countKey    string
+	refusedKey  string
+	paceKey     string
+	sendPaceKey string
 	heldKey     string
+	releasing   string
 	admittedKey string
+	// state is the floodgate_breaker_state gauge of the kind, set from
+	// every decision's reply.
+	state prometheus.Gauge
 }
 
 // New returns a guard for cfg. It fails if the policy is not valid.
@@ -127,6 +170,12 @@ func New(cfg Config) (*Guard, error) {
 	if err != nil {
 		return nil, err
 	}
+	var n *notifier
+	if cfg.Webhook != "" {
+		if n, err = newNotifier(cfg, m); err != nil {
+			return nil, err
+		}
+	}
 	g := &Guard{
 		rdb:     cfg.Redis,
 		policy:  cfg.Policy,
@@ -138,6 +187,11 @@ func New(cfg Config) (*Guard, error) {
 		logLen:  strconv.Itoa(cfg.DecisionLogLen),
 		grace:   ms(cfg.ClaimGrace),
 		now:     cfg.Now,
+		// asynq's client keeps no goroutines and does not own the
+		// connection: releases enqueue through it.
+		queue:        asynq.NewClientFromRedisClient(cfg.Redis),
+		notify:       n,
+		onTransition: cfg.OnTransition,
 	}
 	g.global = gcraArgs(cfg.Policy.Global)
 	for d, l := range cfg.Policy.Domains {
@@ -149,16 +203,31 @@ func New(cfg Config) (*Guard, error) {
 		if lease <= 0 {
 			lease = specs[name].AttemptTimeout() + leaseMargin
 		}
+		ac := admitConfig(name, kp, cfg.DecisionLogLen)
 		g.plans[name] = &plan{
+			name:        name,
 			spec:        specs[name],
-			admit:       admitScript(name, kp, cfg.DecisionLogLen),
-			mode:        string(kp.Breaker.Open),
-			holdMax:     strconv.Itoa(kp.Breaker.HoldMax),
+			mode:        kp.Breaker.Open,
+			admit:       rkeys.AdmitScript(ac),
+			dispatch:    rkeys.DispatchScript(name, ac.Breaker),
+			settle:      rkeys.SettleScript(name, ac.Breaker),
+			control:     rkeys.ControlScript(name, ac.Breaker),
+			release:     rkeys.ReleaseScript(ac),
 			lease:       ms(lease),
 			breakerKey:  rkeys.Breaker(name),
+			infoKey:     rkeys.BreakerInfo(name),
+			countKey:    rkeys.BreakerCount(name),
+			refusedKey:  rkeys.BreakerRefused(name),
+			paceKey:     rkeys.BreakerPace(name),
+			sendPaceKey: rkeys.BreakerSendPace(name),
 			heldKey:     rkeys.Held(name),
+			releasing:   rkeys.Releasing(name),
 			admittedKey: rkeys.Admitted(name),
+			state:       m.breakerState.WithLabelValues(name),
 		}
+	}
+	if n != nil {
+		n.start()
 	}
 	return g, nil
 }
@@ -178,14 +247,13 @@ func gcraArgs(l Limit) [2]string {
 	return [2]string{strconv.FormatInt(interval, 10), strconv.FormatInt(interval*int64(l.EffectiveBurst()), 10)}
 }
 
-// admitScript compiles a kind's admission script (see rkeys.AdmitScript).
-// Recipient windows are whole seconds, rounded up; the log is kept one
-// second longer than the longest of them, so that once Redis has expired it
-// every window is surely over.
-func admitScript(name string, kp KindPolicy, logLen int) *redis.Script {
+// admitConfig returns a kind's settings for its scripts (see
+// rkeys.AdmitScript). Recipient windows are whole seconds, rounded up; the
+// log is kept one second longer than the longest of them, so that once
+// Redis has expired it every window is surely over.
+func admitConfig(name string, kp KindPolicy, logLen int) rkeys.AdmitConfig {
 	longest := secs(kp.DedupWindow)
-	c := rkeys.AdmitConfig{Kind: name, LogLen: logLen, Hold: kp.Breaker.Open == BreakerHold, Shed: kp.Breaker.Open == BreakerShed,
-		HoldMax: kp.Breaker.HoldMax, Dedup: secs(kp.DedupWindow), RecipientLen: 1}
+	c := rkeys.AdmitConfig{Kind: name, LogLen: logLen, Breaker: breakerConfig(kp), Dedup: secs(kp.DedupWindow), RecipientLen: 1}
 	for _, r := range kp.PerRecipient {
 		longest = max(longest, secs(r.Per))
 		c.RecipientLen = max(c.RecipientLen, r.N)
@@ -202,7 +270,7 @@ func admitScript(name string, kp KindPolicy, logLen int) *redis.Script {
 		c.SourceLen = max(c.SourceLen, r.N)
 		c.Source = append(c.Source, [2]int64{int64(r.N), r.Per.Milliseconds()})
 	}
-	return rkeys.AdmitScript(c)
+	return c
 }
 
 // secs returns d in whole seconds, rounded up.
@@ -240,7 +308,8 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	canon := Canonical(a.To, g.policy.RecipientRules)
 	rh := pii.Hash(a.To)
 	keys := []string{rkeys.Recipient(a.Kind, canon), rkeys.Source(a.Kind, a.Source), pl.breakerKey,
-		rkeys.Suppression(canon), pl.heldKey, rkeys.Stats, rkeys.Decisions, pl.admittedKey, rkeys.Kinds}
+		rkeys.Suppression(canon), pl.heldKey, rkeys.Stats, rkeys.Decisions, pl.admittedKey, rkeys.Kinds,
+		pl.countKey, pl.refusedKey, pl.infoKey, pl.paceKey}
 	res, err := pl.admit.Run(ctx, g.rdb, keys, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh).Text()
 	if err != nil {
 		err = opError(ctx, "admit", err)
@@ -248,6 +317,8 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 			slog.String("task_id", a.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
 		return queue.Verdict{}, err
 	}
+	res, sfx, _ := strings.Cut(res, "|")
+	g.breakerReply(ctx, pl, sfx)
 	outcome, reason, _ := strings.Cut(res, ":")
 	var v queue.Verdict
 	switch queue.Outcome(outcome) {
@@ -272,10 +343,12 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 // before either is consumed); then it takes the claim with a lease.
 //
 // Verdicts: Allow; Deferred with RetryAfter > 0 (a rate is exhausted,
-// Reason "global" or "domain", or another attempt holds a live claim,
-// Reason "claimed"): re-queue without using a retry; Duplicate (already
-// sent: do not send); Expired; Held or Shed (the breaker); Failed (settled
-// failed before). Calling it again with the same attempt is allowed again
+// Reason "global" or "domain"; another attempt holds a live claim, Reason
+// "claimed"; the relay breaker is open, Reason "relay", until it probes
+// again; an open clamp or half-open breaker paces the kind, Reason
+// "breaker"): re-queue without using a retry; Duplicate (already sent: do
+// not send); Expired; Held or Shed (the breaker); Failed (settled failed
+// before). Calling it again with the same attempt is allowed again
 // without consuming the rates twice. Only an allowed attempt is followed by
 // [Guard.Settle].
 func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) (queue.Verdict, error) {
@@ -297,16 +370,19 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 		return queue.Verdict{}, fmt.Errorf("guard: dispatch: %w", err)
 	}
 	rh := pii.Hash(p.To)
-	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), pl.breakerKey, pl.heldKey, rkeys.Stats, rkeys.Decisions}
+	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), pl.breakerKey, pl.heldKey, rkeys.Stats, rkeys.Decisions,
+		pl.infoKey, pl.countKey, pl.sendPaceKey}
 	args := []any{rkeys.AttemptValue(attempt), pl.lease, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
-		g.global[0], g.global[1], dl[0], dl[1], pl.mode, pl.holdMax, p.ID, body, p.Kind, g.sampleFlag(), rh, g.logLen}
-	res, err := rkeys.Dispatch.Run(ctx, g.rdb, keys, args...).Text()
+		g.global[0], g.global[1], dl[0], dl[1], p.ID, body, g.sampleFlag(), rh, g.logLen}
+	res, err := pl.dispatch.Run(ctx, g.rdb, keys, args...).Text()
 	if err != nil {
 		err = opError(ctx, "dispatch", err)
 		g.log.LogAttrs(ctx, slog.LevelWarn, "guard dispatch failed", slog.String("kind", p.Kind),
 			slog.String("task_id", p.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
 		return queue.Verdict{}, err
 	}
+	res, sfx, _ := strings.Cut(res, "|")
+	g.breakerReply(ctx, pl, sfx)
 	outcome, reason, _ := strings.Cut(res, ":")
 	var v queue.Verdict
 	metric := outcome
@@ -319,7 +395,13 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 		if perr != nil || n < 1 {
 			n = 1
 		}
-		v = queue.Verdict{Outcome: queue.Deferred, Reason: which, RetryAfter: time.Duration(n) * time.Millisecond}
+		after := time.Duration(n) * time.Millisecond
+		if which == "relay" || which == "breaker" {
+			// Every deferred email of the kind would otherwise come back
+			// at the same instant, when the breaker probes.
+			after += rand.N(after/10 + time.Millisecond)
+		}
+		v = queue.Verdict{Outcome: queue.Deferred, Reason: which, RetryAfter: after}
 		reason = which
 	case "duplicate", "expired", "held", "shed", "failed":
 		if reason == "replay" {
@@ -341,6 +423,12 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 // reason is a short token ("hard_bounce", "retries_exhausted"); anything
 // else is counted as "other". Terminal states never change, so calling it
 // again counts nothing twice.
+//
+// The result also tells the kind's relay breaker about the relay (see
+// [RelayFailure]): a temporary failure whose reason is a relay failure
+// counts towards tripping it; a send, or a reply from the relay (an SMTP
+// code other than 421), is a relay success that closes a half-open relay
+// breaker.
 func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, outcome queue.Outcome, reason string) error {
 	var o string
 	switch outcome {
@@ -355,20 +443,27 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 	default:
 		return fmt.Errorf("guard: settle: outcome %q is not sent, failed, expired or deferred", outcome)
 	}
-	if _, err := g.plan("settle", p.Kind); err != nil {
+	pl, err := g.plan("settle", p.Kind)
+	if err != nil {
 		return err
 	}
 	reason = token(reason)
 	rh := pii.Hash(p.To)
-	keys := []string{rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions}
+	keys := []string{rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions, pl.breakerKey, pl.infoKey, pl.countKey}
+	relay := relayResult(o, reason)
 	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
-		p.Kind, g.sampleFlag(), rh, p.ID, g.logLen}
-	res, err := rkeys.Settle.Run(ctx, g.rdb, keys, args...).Text()
+		g.sampleFlag(), rh, p.ID, g.logLen, relay}
+	res, err := pl.settle.Run(ctx, g.rdb, keys, args...).Text()
 	if err != nil {
 		err = opError(ctx, "settle", err)
 		g.log.LogAttrs(ctx, slog.LevelWarn, "guard settle failed", slog.String("kind", p.Kind),
 			slog.String("task_id", p.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
 		return err
+	}
+	res, sfx, _ := strings.Cut(res, "|")
+	if relay != "" && res == "recorded" {
+		// Only then did the script read the breaker.
+		g.breakerReply(ctx, pl, sfx)
 	}
 	if res == "recorded" {
 		g.record(ctx, "settle", p.Kind, p.ID, rh, o, reason)

@@ -3,6 +3,7 @@ package guard
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 )
@@ -15,9 +16,14 @@ import (
 //	POST   /v1/suppressions                  {"address": A, "reason": R} adds an entry
 //	DELETE /v1/suppressions?address=A        removes it (or a JSON body {"address": A})
 //	GET    /v1/decisions?limit=N             the decision log, newest first (N ≤ the log's bound)
+//	GET    /v1/breakers                      {"breakers": [BreakerState...]}, sorted by kind
+//	POST   /v1/breakers/{kind}/trip          optional body {"reason": R} (or ?reason=R); the BreakerState
+//	POST   /v1/breakers/{kind}/reset         the BreakerState
+//	POST   /v1/breakers/{kind}/release?limit=N  {"released": n}; no limit: every held email
+//	POST   /v1/breakers/{kind}/purge         {"purged": n}
 //
-// Responses are JSON; errors are {"error": "..."} with 400 for bad input and
-// 503 when Redis does not answer. The API has no authentication of its own:
+// Responses are JSON; errors are {"error": "..."} with 400 for bad input,
+// 404 for an unknown kind and 503 when Redis does not answer. The API has no authentication of its own:
 // serve it on an operator-only listener.
 func (g *Guard) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -26,6 +32,11 @@ func (g *Guard) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/suppressions", g.serveSuppress)
 	mux.HandleFunc("DELETE /v1/suppressions", g.serveUnsuppress)
 	mux.HandleFunc("GET /v1/decisions", g.serveDecisions)
+	mux.HandleFunc("GET /v1/breakers", g.serveBreakers)
+	mux.HandleFunc("POST /v1/breakers/{kind}/trip", g.serveTrip)
+	mux.HandleFunc("POST /v1/breakers/{kind}/reset", g.serveReset)
+	mux.HandleFunc("POST /v1/breakers/{kind}/release", g.serveRelease)
+	mux.HandleFunc("POST /v1/breakers/{kind}/purge", g.servePurge)
 	return mux
 }
 
@@ -37,8 +48,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, err error) {
 	code := http.StatusBadRequest
-	if errors.Is(err, ErrUnavailable) {
+	switch {
+	case errors.Is(err, ErrUnavailable):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, ErrUnknownKind):
+		code = http.StatusNotFound
 	}
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
@@ -164,4 +178,73 @@ func (g *Guard) serveDecisions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"decisions": ds})
+}
+
+func (g *Guard) serveBreakers(w http.ResponseWriter, r *http.Request) {
+	bs, err := g.Breakers(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"breakers": bs})
+}
+
+func (g *Guard) serveTrip(w http.ResponseWriter, r *http.Request) {
+	reason := r.URL.Query().Get("reason")
+	if r.Body != nil && r.ContentLength != 0 {
+		var req struct {
+			Reason string `json:"reason"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			writeError(w, errors.New("guard: body must be JSON {\"reason\": ...}"))
+			return
+		}
+		if req.Reason != "" {
+			reason = req.Reason
+		}
+	}
+	b, err := g.Trip(r.Context(), r.PathValue("kind"), reason)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (g *Guard) serveReset(w http.ResponseWriter, r *http.Request) {
+	b, err := g.Reset(r.Context(), r.PathValue("kind"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (g *Guard) serveRelease(w http.ResponseWriter, r *http.Request) {
+	limit := 0
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			writeError(w, errors.New("guard: limit must be a non-negative integer (0: all)"))
+			return
+		}
+		limit = n
+	}
+	n, err := g.Release(r.Context(), r.PathValue("kind"), limit)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"released": n})
+}
+
+func (g *Guard) servePurge(w http.ResponseWriter, r *http.Request) {
+	n, err := g.Purge(r.Context(), r.PathValue("kind"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"purged": n})
 }

@@ -42,7 +42,7 @@ func TestMemoryPerRecipient(t *testing.T) {
 	t.Cleanup(func() { mc.Close() })
 	g := guardOn(t, rc, fmt.Sprintf(`
 kinds:
-  password_reset: { dedup_window: %[1]s, per_recipient: ["3/%[1]s", "10/%[1]s"], per_source: [] }
+  password_reset: { dedup_window: %[1]s, per_recipient: ["3/%[1]s", "10/%[1]s"], per_source: [], breaker: off }
 `, formatDuration(w)), Config{DecisionSample: -1})
 	ctx := context.Background()
 	// Load the script and create the counters before the baseline.

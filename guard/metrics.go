@@ -11,28 +11,83 @@ import (
 // stats hash in Redis ([Guard.Stats]) covers every process.
 type metrics struct {
 	decisions *prometheus.CounterVec
+	// transitions counts the breaker transitions this process's decisions
+	// made; every transition is made, and counted, by exactly one process.
+	transitions *prometheus.CounterVec
+	// breakerState is 0 closed, 1 half-open, 2 open, as last seen by this
+	// process: every decision's reply carries the state.
+	breakerState   *prometheus.GaugeVec
+	webhookDropped prometheus.Counter
+	webhookFailed  prometheus.Counter
 }
+
+// Values of floodgate_breaker_state.
+const (
+	stateClosed   = 0
+	stateHalfOpen = 1
+	stateOpen     = 2
+)
 
 // newMetrics creates the collectors and registers them on reg when it is
 // not nil. A second guard on the same registerer shares the first one's
-// counter.
+// collectors.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	cv := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "floodgate_decisions_total",
-		Help: "Guard decisions by kind, outcome and reason (admission: queued, duplicate, capped, suppressed, held, shed; dispatch: dispatched, deferred, duplicate, expired, held, shed; settle: sent, failed, expired, retry).",
-	}, []string{"kind", "outcome", "reason"})
-	if reg != nil {
-		if err := reg.Register(cv); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, fmt.Errorf("guard: register metrics: %w", err)
-			}
-			existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-			if !ok {
-				return nil, fmt.Errorf("guard: register metrics: %w", err)
-			}
-			cv = existing
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_decisions_total",
+			Help: "Guard decisions by kind, outcome and reason (admission: queued, duplicate, capped, suppressed, held, shed; dispatch: dispatched, deferred, duplicate, expired, held, shed; settle: sent, failed, expired, retry).",
+		}, []string{"kind", "outcome", "reason"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_breaker_transitions_total",
+			Help: "Surge breaker transitions made by this process, by kind, from and to state (closed, open, half_open) and reason (surge, refusals, relay, manual).",
+		}, []string{"kind", "from", "to", "reason"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "floodgate_breaker_state",
+			Help: "Surge breaker state per kind as last seen by this process: 0 closed, 1 half-open, 2 open.",
+		}, []string{"kind"}),
+		webhookDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "floodgate_breaker_webhook_dropped_total",
+			Help: "Breaker transition notifications dropped because the webhook queue was full or the guard was shut down.",
+		}),
+		webhookFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "floodgate_breaker_webhook_failures_total",
+			Help: "Breaker transition notifications given up after every retry failed.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.decisions, err = register(reg, m.decisions); err != nil {
+		return nil, err
+	}
+	if m.transitions, err = register(reg, m.transitions); err != nil {
+		return nil, err
+	}
+	if m.breakerState, err = register(reg, m.breakerState); err != nil {
+		return nil, err
+	}
+	if m.webhookDropped, err = register(reg, m.webhookDropped); err != nil {
+		return nil, err
+	}
+	if m.webhookFailed, err = register(reg, m.webhookFailed); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c on reg, or returns the collector already registered
+// under its name.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
 		}
 	}
-	return &metrics{decisions: cv}, nil
+	return c, fmt.Errorf("guard: register metrics: %w", err)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -25,6 +24,9 @@ const (
 	// at most this long.
 	MaxWindow = 31 * 24 * time.Hour
 	maxRetry  = 100
+	// minBreakerWindow bounds the breaker's window and cooldown from
+	// below; short ones are for tests.
+	minBreakerWindow = 10 * time.Millisecond
 )
 
 // Policy is the guard's configuration: rates, caps and breaker settings per
@@ -86,26 +88,85 @@ const (
 )
 
 // BreakerPolicy configures a kind's surge breaker (see DESIGN.md, Surge
-// breaker).
+// breaker, and the package doc). The request rate is measured over a
+// sliding Window; the breaker trips when it exceeds SurgeFactor times the
+// learned baseline and Floor, when the share of requests refused by caps
+// reaches RefusalRatio, or when the relay fails. Each trip can be turned off
+// with a zero; in YAML, "breaker: off" turns all three off (the breaker then
+// only opens by hand).
 type BreakerPolicy struct {
 	// SurgeFactor trips the breaker when the request rate exceeds this
-	// multiple of the learned baseline (and Floor). Default 5.
+	// multiple of the learned baseline (and Floor). Zero turns the surge
+	// trip off. Default 5.
 	SurgeFactor float64
-	// Floor is the absolute request rate below which it never trips.
-	// Default 60/1m.
+	// Floor is the absolute request rate below which the surge trip never
+	// fires. Default 60/1m.
 	Floor Rate
-	// Baseline is the period the baseline rate is learned over. Default 1h.
+	// Window is the sliding window over which the current rate is
+	// measured: the breaker opens as soon as the requests of the last
+	// Window exceed the threshold, so a fast surge trips it within a
+	// fraction of it. Between 10ms and 1h. Default 1m.
+	Window time.Duration
+	// Baseline is the period the baseline rate is learned over (an
+	// exponentially weighted average of closed windows, so a surge is not
+	// learned). At least Window. Default 1h.
 	Baseline time.Duration
-	// Cooldown is how long it stays open before probing. Default 10m.
+	// RefusalRatio trips the breaker when at least this share of the
+	// requests in the window is refused by caps (duplicate or capped),
+	// which is what enumeration looks like; zero turns it off. Default 0.5.
+	RefusalRatio float64
+	// RefusalMin is the request rate below which the refusal trip never
+	// fires. Default 30/1m.
+	RefusalMin Rate
+	// RelayFailures trips the breaker after this many consecutive relay
+	// failures reported by Settle (connection refused, timeouts, TLS or
+	// AUTH failures, 421): dispatch then defers the kind's emails (reason
+	// "relay") instead of using up retries, and half-open probes find
+	// when the relay is back. Zero turns the relay trip off. Default 10.
+	RelayFailures int
+	// RelayRatio also trips it when relay failures are at least this share
+	// of the relay's results in the window (and at least RelayFailures of
+	// them); zero leaves only the consecutive count. Default 0.9.
+	RelayRatio float64
+	// Cooldown is how long it stays open before probing. It doubles, up
+	// to MaxCooldown, each time the breaker re-opens from half-open or
+	// trips again within one cooldown of closing. Default 10m.
 	Cooldown time.Duration
+	// MaxCooldown bounds the doubled cooldown; zero means 8 × Cooldown.
+	MaxCooldown time.Duration
+	// Probe is the rate of emails a half-open breaker lets through (and
+	// the least an open clamp does). Default 1/1s.
+	Probe Rate
 	// Open is what an open breaker does. Default hold.
 	Open BreakerMode
 	// HoldMax bounds the parked emails of the kind. Default 100000.
 	HoldMax int
 }
 
+// EffectiveMaxCooldown returns MaxCooldown, or 8 × Cooldown when it is zero.
+func (b BreakerPolicy) EffectiveMaxCooldown() time.Duration {
+	if b.MaxCooldown > 0 {
+		return b.MaxCooldown
+	}
+	return 8 * b.Cooldown
+}
+
 func defaultBreaker() BreakerPolicy {
-	return BreakerPolicy{SurgeFactor: 5, Floor: Rate{60, time.Minute}, Baseline: time.Hour, Cooldown: 10 * time.Minute, Open: BreakerHold, HoldMax: 100000}
+	return BreakerPolicy{
+		SurgeFactor: 5, Floor: Rate{60, time.Minute}, Window: time.Minute, Baseline: time.Hour,
+		RefusalRatio: 0.5, RefusalMin: Rate{30, time.Minute}, RelayFailures: 10, RelayRatio: 0.9,
+		Cooldown: 10 * time.Minute, Probe: Rate{1, time.Second}, Open: BreakerHold, HoldMax: 100000,
+	}
+}
+
+// notificationBreaker is the default breaker of notifications: an app,
+// not an outside party, decides to send them, and a campaign is a
+// legitimate surge, so only the relay trip is on; an operator's trip
+// clamps them to their baseline.
+func notificationBreaker() BreakerPolicy {
+	b := defaultBreaker()
+	b.SurgeFactor, b.RefusalRatio, b.Open = 0, 0, BreakerClamp
+	return b
 }
 
 // builtinKinds returns the default policy of each built-in kind.
@@ -125,6 +186,7 @@ func builtinKinds() map[string]KindPolicy {
 	verify.PerSource = []Rate{{20, time.Hour}}
 	note := kp(queue.KindNotification)
 	note.PerRecipient = []Rate{{50, 24 * time.Hour}}
+	note.Breaker = notificationBreaker()
 	return map[string]KindPolicy{queue.KindPasswordReset: reset, queue.KindVerifyEmail: verify, queue.KindNotification: note}
 }
 
@@ -304,17 +366,39 @@ func (p *Policy) validate(lines map[string]int) []error {
 		}
 		b := k.Breaker
 		bp := path + ".breaker"
-		if b.SurgeFactor < 1 || math.IsNaN(b.SurgeFactor) || math.IsInf(b.SurgeFactor, 0) {
-			bad(bp+".surge_factor", "must be at least 1")
+		if b.SurgeFactor != 0 && !(b.SurgeFactor >= 1 && b.SurgeFactor <= 1e6) {
+			bad(bp+".surge_factor", "must be 0 (off) or between 1 and 1000000")
 		}
-		if b.Floor.N <= 0 || b.Floor.Per <= 0 {
-			bad(bp+".floor", "rate %q: count and duration must be positive", b.Floor.String())
+		for _, r := range []struct {
+			name string
+			r    Rate
+		}{{"floor", b.Floor}, {"refusal_min", b.RefusalMin}, {"probe", b.Probe}} {
+			if r.r.N <= 0 || r.r.Per <= 0 {
+				bad(bp+"."+r.name, "rate %q: count and duration must be positive", r.r.String())
+			} else if r.r.Per/time.Duration(r.r.N) < time.Microsecond {
+				bad(bp+"."+r.name, "rate %q: faster than one per microsecond", r.r.String())
+			}
 		}
-		if b.Baseline <= 0 {
-			bad(bp+".baseline", "must be positive")
+		if b.Window < minBreakerWindow || b.Window > time.Hour {
+			bad(bp+".window", "must be between %s and 1h", formatDuration(minBreakerWindow))
 		}
-		if b.Cooldown <= 0 {
-			bad(bp+".cooldown", "must be positive")
+		if b.Baseline < b.Window || b.Baseline > MaxWindow {
+			bad(bp+".baseline", "must be between the window (%s) and %s", formatDuration(b.Window), formatDuration(MaxWindow))
+		}
+		if b.RefusalRatio != 0 && !(b.RefusalRatio > 0 && b.RefusalRatio <= 1) {
+			bad(bp+".refusal_ratio", "must be 0 (off) or in (0, 1]")
+		}
+		if b.RelayFailures < 0 || b.RelayFailures > 1000000 {
+			bad(bp+".relay_failures", "must be between 0 (off) and 1000000")
+		}
+		if b.RelayRatio != 0 && !(b.RelayRatio > 0 && b.RelayRatio <= 1) {
+			bad(bp+".relay_ratio", "must be 0 (off) or in (0, 1]")
+		}
+		if b.Cooldown < minBreakerWindow || b.Cooldown > MaxWindow {
+			bad(bp+".cooldown", "must be between %s and %s", formatDuration(minBreakerWindow), formatDuration(MaxWindow))
+		}
+		if b.MaxCooldown != 0 && (b.MaxCooldown < b.Cooldown || b.MaxCooldown > MaxWindow) {
+			bad(bp+".max_cooldown", "must be 0 (8 × cooldown) or between the cooldown and %s", formatDuration(MaxWindow))
 		}
 		switch b.Open {
 		case BreakerHold, BreakerClamp, BreakerShed:
@@ -602,11 +686,27 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 		"per_source":    func(v *yaml.Node, p string) { d.rates(v, p, &k.PerSource) },
 		"breaker": func(v *yaml.Node, path string) {
 			b := &k.Breaker
+			if v.Kind == yaml.ScalarNode && !isNull(v) {
+				// "breaker: off" (YAML 1.1 may read it as false).
+				if v.Value != "off" && v.Value != "false" {
+					d.errorf(v, path, "must be a mapping or off")
+					return
+				}
+				b.SurgeFactor, b.RefusalRatio, b.RelayFailures = 0, 0, 0
+				return
+			}
 			d.fields(v, path, map[string]func(*yaml.Node, string){
-				"surge_factor": func(v *yaml.Node, p string) { d.float(v, p, &b.SurgeFactor) },
-				"floor":        func(v *yaml.Node, p string) { d.rate(v, p, &b.Floor) },
-				"baseline":     func(v *yaml.Node, p string) { d.duration(v, p, &b.Baseline) },
-				"cooldown":     func(v *yaml.Node, p string) { d.duration(v, p, &b.Cooldown) },
+				"surge_factor":   func(v *yaml.Node, p string) { d.float(v, p, &b.SurgeFactor) },
+				"floor":          func(v *yaml.Node, p string) { d.rate(v, p, &b.Floor) },
+				"window":         func(v *yaml.Node, p string) { d.duration(v, p, &b.Window) },
+				"baseline":       func(v *yaml.Node, p string) { d.duration(v, p, &b.Baseline) },
+				"refusal_ratio":  func(v *yaml.Node, p string) { d.float(v, p, &b.RefusalRatio) },
+				"refusal_min":    func(v *yaml.Node, p string) { d.rate(v, p, &b.RefusalMin) },
+				"relay_failures": func(v *yaml.Node, p string) { d.integer(v, p, &b.RelayFailures) },
+				"relay_ratio":    func(v *yaml.Node, p string) { d.float(v, p, &b.RelayRatio) },
+				"cooldown":       func(v *yaml.Node, p string) { d.duration(v, p, &b.Cooldown) },
+				"max_cooldown":   func(v *yaml.Node, p string) { d.duration(v, p, &b.MaxCooldown) },
+				"probe":          func(v *yaml.Node, p string) { d.rate(v, p, &b.Probe) },
 				"open": func(v *yaml.Node, p string) {
 					if s, ok := d.scalar(v, p, "hold, clamp or shed"); ok {
 						b.Open = BreakerMode(s)

@@ -55,7 +55,11 @@ func TestParsePolicyGood(t *testing.T) {
 		{"reset.dedup", p.KindPolicies["password_reset"].DedupWindow, time.Minute},
 		{"reset.per_recipient", p.KindPolicies["password_reset"].PerRecipient, []Rate{{2, time.Hour}, {5, 24 * time.Hour}}},
 		{"reset.per_source", p.KindPolicies["password_reset"].PerSource, []Rate{{50, time.Hour}}},
-		{"reset.breaker", p.KindPolicies["password_reset"].Breaker, BreakerPolicy{3, Rate{60, time.Minute}, time.Hour, 10 * time.Minute, BreakerShed, 10}},
+		{"reset.breaker", p.KindPolicies["password_reset"].Breaker, func() BreakerPolicy {
+			b := defaultBreaker()
+			b.SurgeFactor, b.Open, b.HoldMax = 3, BreakerShed, 10
+			return b
+		}()},
 		{"verify.per_source (emptied)", len(p.KindPolicies["verify_email"].PerSource), 0},
 		{"verify.per_recipient (default kept)", p.KindPolicies["verify_email"].PerRecipient, []Rate{{3, time.Hour}, {10, 24 * time.Hour}}},
 		{"notification (untouched)", p.KindPolicies["notification"].PerRecipient, []Rate{{50, 24 * time.Hour}}},
@@ -150,7 +154,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"kinds:\n  password_reset:\n    breaker: { open: panic }\n",
 			`kinds.password_reset.breaker.open: must be "hold", "clamp" or "shed"`},
 		{"kinds:\n  password_reset:\n    breaker: { surge_factor: 0.5 }\n",
-			`kinds.password_reset.breaker.surge_factor: must be at least 1`},
+			`kinds.password_reset.breaker.surge_factor: must be 0 (off) or between 1 and 1000000`},
 		{"kinds:\n  password_reset:\n    breaker: { hold_max: -1 }\n",
 			`kinds.password_reset.breaker.hold_max: must not be negative`},
 		{"kinds:\n  password_reset:\n    breaker: { floor: fast }\n",
