@@ -314,7 +314,7 @@ func (g *Guard) control(ctx context.Context, op, kind, code, note string) (Break
 	if err != nil {
 		return BreakerState{}, err
 	}
-	keys := []string{pl.breakerKey, pl.infoKey, pl.countKey, pl.refusedKey, pl.heldKey, pl.releasing}
+	keys := []string{pl.breakerKey, pl.infoKey, pl.countKey, pl.refusedKey, pl.heldKey, pl.releasing, pl.paceKey, pl.sendPaceKey}
 	res, err := pl.control.Run(ctx, g.rdb, keys, op, code).Slice()
 	if err != nil {
 		return BreakerState{}, opError(ctx, "breaker "+op, err)

@@ -309,7 +309,7 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	rh := pii.Hash(a.To)
 	keys := []string{rkeys.Recipient(a.Kind, canon), rkeys.Source(a.Kind, a.Source), pl.breakerKey,
 		rkeys.Suppression(canon), pl.heldKey, rkeys.Stats, rkeys.Decisions, pl.admittedKey, rkeys.Kinds,
-		pl.countKey, pl.refusedKey, pl.infoKey, pl.paceKey}
+		pl.countKey, pl.refusedKey, pl.infoKey, pl.paceKey, pl.sendPaceKey}
 	res, err := pl.admit.Run(ctx, g.rdb, keys, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh).Text()
 	if err != nil {
 		err = opError(ctx, "admit", err)
@@ -371,7 +371,7 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 	}
 	rh := pii.Hash(p.To)
 	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), pl.breakerKey, pl.heldKey, rkeys.Stats, rkeys.Decisions,
-		pl.infoKey, pl.countKey, pl.sendPaceKey}
+		pl.infoKey, pl.countKey, pl.sendPaceKey, pl.paceKey}
 	args := []any{rkeys.AttemptValue(attempt), pl.lease, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
 		g.global[0], g.global[1], dl[0], dl[1], p.ID, body, g.sampleFlag(), rh, g.logLen}
 	res, err := pl.dispatch.Run(ctx, g.rdb, keys, args...).Text()
@@ -449,7 +449,7 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 	}
 	reason = token(reason)
 	rh := pii.Hash(p.To)
-	keys := []string{rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions, pl.breakerKey, pl.infoKey, pl.countKey}
+	keys := []string{rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions, pl.breakerKey, pl.infoKey, pl.countKey, pl.paceKey, pl.sendPaceKey}
 	relay := relayResult(o, reason)
 	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
 		g.sampleFlag(), rh, p.ID, g.logLen, relay}

@@ -270,15 +270,16 @@ type BreakerConfig struct {
 }
 
 // breakerLib is the Lua shared by every script that reads or moves a
-// breaker. The script sets BK, IK, NK and FK to the kind's [Breaker],
-// [BreakerInfo], [BreakerCount] and [BreakerRefused] keys, calls bclock with
+// breaker. The script sets BK, IK, NK, FK, PK and SK to the kind's
+// [Breaker], [BreakerInfo], [BreakerCount], [BreakerRefused], [BreakerPace]
+// and [BreakerSendPace] keys, calls bclock with
 // TIME, loads B with bparse (or broll, which also creates it), and ends with
 // bdone, which saves B when it changed and appends the suffix described at
 // [BreakerConfig].
 const breakerLib = `
 local STATES = {c = 'closed', o = 'open', h = 'half_open'}
 local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual'}
-local BK, IK, NK, FK
+local BK, IK, NK, FK, PK, SK
 local B, NOW, NOWUS, CNT, BASE
 local dirty, trans = false, {}
 
@@ -386,6 +387,8 @@ local function bhalf()
     B.untl, B.ai = NOW + W, PROBE
     if MODE == 'clamp' then B.ai = bclamp(bbase()) end
   end
+  -- Each half-open period starts with a probe.
+  redis.call('DEL', PK, SK)
   redis.call('HSET', IK, 'since', NOW)
   btrans('o', B.rs)
 end
@@ -538,6 +541,7 @@ func writeRecipientLog(b *strings.Builder, c AdmitConfig) {
 // KEYS[11] -> [BreakerRefused]
 // KEYS[12] -> [BreakerInfo]
 // KEYS[13] -> [BreakerPace]
+// KEYS[14] -> [BreakerSendPace]
 // --
 // ARGV[1] -> email tag ([EmailTag])
 // ARGV[2] -> email id
@@ -555,7 +559,7 @@ func AdmitScript(c AdmitConfig) *redis.Script {
 	writeBreaker(&b, c.Kind, c.Breaker)
 	fmt.Fprintf(&b, "local LOGLEN = %d\n", c.LogLen)
 	b.WriteString(`local rkey, skey, ukey, hkey, stkey, logkey, qkey = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[13]
-BK, NK, FK, IK = KEYS[3], KEYS[10], KEYS[11], KEYS[12]
+BK, NK, FK, IK, PK, SK = KEYS[3], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local tag, id, payload, sample, rcpt = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 `)
 	if len(c.Source) > 0 {
@@ -771,6 +775,7 @@ return 'queued:'
 // KEYS[8] -> [BreakerInfo]
 // KEYS[9] -> [BreakerCount]
 // KEYS[10] -> [BreakerSendPace]
+// KEYS[11] -> [BreakerPace]
 // --
 // ARGV[1]  -> claim value of this attempt ([AttemptValue])
 // ARGV[2]  -> lease, ms
@@ -795,7 +800,7 @@ func DispatchScript(kind string, c BreakerConfig) *redis.Script {
 	var b strings.Builder
 	writeBreaker(&b, kind, c)
 	b.WriteString(`local ckey, gkey, dkey, hkey, stkey, logkey, pkey = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[10]
-BK, IK, NK = KEYS[4], KEYS[8], KEYS[9]
+BK, IK, NK, SK, PK = KEYS[4], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local attempt, lease, exp, margin = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local gi, gb, di, db = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local id, payload, sample, rcpt, loglen = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
@@ -925,6 +930,8 @@ return bdone('allow:')
 // KEYS[4] -> breaker state ([Breaker])
 // KEYS[5] -> [BreakerInfo]
 // KEYS[6] -> [BreakerCount]
+// KEYS[7] -> [BreakerPace]
+// KEYS[8] -> [BreakerSendPace]
 // --
 // ARGV[1] -> claim value of this attempt ([AttemptValue])
 // ARGV[2] -> "sent", "failed", "expired" or "retry"
@@ -943,7 +950,7 @@ func SettleScript(kind string, c BreakerConfig) *redis.Script {
 	var b strings.Builder
 	writeBreaker(&b, kind, c)
 	b.WriteString(`local ckey, stkey, logkey = KEYS[1], KEYS[2], KEYS[3]
-BK, IK, NK = KEYS[4], KEYS[5], KEYS[6]
+BK, IK, NK, PK, SK = KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local attempt, outcome, reason, exp, margin = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local sample, rcpt, id, loglen, relay = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
@@ -1024,6 +1031,8 @@ return bdone('recorded')
 // KEYS[4] -> [BreakerRefused]
 // KEYS[5] -> [Held]
 // KEYS[6] -> [Releasing]
+// KEYS[7] -> [BreakerPace]
+// KEYS[8] -> [BreakerSendPace]
 // --
 // ARGV[1] -> "state", "trip" or "reset"
 // ARGV[2] -> reason code for trip: "s", "f", "r" or "m"
@@ -1035,7 +1044,7 @@ return bdone('recorded')
 func ControlScript(kind string, c BreakerConfig) *redis.Script {
 	var b strings.Builder
 	writeBreaker(&b, kind, c)
-	b.WriteString(`BK, IK, NK, FK = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+	b.WriteString(`BK, IK, NK, FK, PK, SK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], KEYS[8]
 local hkey, hrkey = KEYS[5], KEYS[6]
 local op, rc = ARGV[1], ARGV[2]
 
