@@ -28,7 +28,8 @@
 // (recipient, then source), then the breaker (held or shed). Quota is
 // consumed only by admitted emails: a refused request, whoever sent it,
 // never uses up the recipient's or the source's allowance. Held emails do
-// not consume quota either; releasing them goes through admission again.
+// not consume quota either; releasing them goes through admission again
+// (see Surge breaker).
 //
 // Per-recipient and per-source windows are sliding logs: the key holds the
 // times (Redis TIME) of the last N admissions, newest first, and "N/period"
@@ -58,12 +59,18 @@
 //
 // Admission is one EVALSHA of a script compiled per kind with the kind's
 // settings as constants (internal/rkeys.AdmitScript). An admitted email costs
-// five Redis calls inside it: MGET of the recipient log, source log, breaker
-// state and suppression key; TIME; SET of each log; INCR of the kind's
-// admitted counter. A refusal skips the SETs and counts itself with HINCRBY
-// in the stats hash and XADD to the decision log. Dispatch is one EVALSHA:
-// MGET of claim, breaker, global and domain rate; TIME; SET of both rates and
-// the claim. Settle is one EVALSHA: GET, TIME, SET or DEL, HINCRBY.
+// six Redis calls inside it: MGET of the recipient log, source log, breaker
+// state, suppression key and the breaker's window count; TIME; INCR of the
+// window count; SET of each log; INCR of the kind's admitted counter. A
+// refusal skips the SETs and counts itself with HINCRBY in the stats hash
+// and XADD to the decision log. The first request of each breaker window
+// also rolls the window over (a few calls, once per window). Dispatch is one
+// EVALSHA: MGET of claim, breaker, global and domain rate; TIME; SET of both
+// rates and the claim. Settle is one EVALSHA: GET, TIME, SET or DEL,
+// HINCRBY, and, when the result says something about the relay, the
+// breaker's relay counters. Every script reads the kind's breaker
+// in the MGET it already makes, so a transition made by one process is seen
+// by every other process at its next decision.
 //
 // # Re-running scripts
 //
@@ -105,7 +112,58 @@
 // Settle return an [*OpError] matching [ErrUnavailable] and never allow.
 // Redis client types do not cross the API.
 //
-// The surge breaker reads its state from a key per kind in the same scripts:
-// "open" with mode hold parks the email (bounded by hold_max, beyond it
-// shed), with mode shed refuses it; clamp and half-open are not applied yet.
+// # Surge breaker
+//
+// One breaker per kind ([BreakerPolicy]), its state in Redis and moved only
+// inside the decision scripts. The admission script counts every request
+// of the kind in a sliding window (Window, default 1m: the previous fixed
+// window's count, weighted by the part of it still inside the sliding
+// window, plus the current one's) and trips as soon as the count exceeds
+// max(SurgeFactor × baseline, Floor) over the window: at thousands of
+// requests a second a surge opens the breaker within milliseconds of
+// crossing the floor, while it is still ramping. The baseline is an
+// exponentially weighted average of the rate of closed windows over the
+// Baseline period, each window capped at the threshold, so an attack is
+// not learned. It also trips when the share of requests refused by caps
+// (duplicate or capped) reaches RefusalRatio with at least RefusalMin
+// requests, and on relay failures reported by [Guard.Settle] (see
+// [IsRelayFailure]): RelayFailures in a row, or RelayRatio of the window's
+// relay results.
+//
+// Open, the breaker applies after the caps: hold parks the email in the
+// held area (bounded by HoldMax, beyond it shed; the area expires one TTL
+// after its newest email, when none could be delivered any more), clamp
+// admits the baseline rate (at least the probe rate) and sheds the rest,
+// shed refuses. Dispatch holds or sheds likewise the emails admitted before
+// the trip, and paces them in clamp mode. A relay breaker leaves admission
+// alone: dispatch defers the kind's emails (reason "relay", no retry used)
+// until the cooldown ends. Other kinds are not affected.
+//
+// After Cooldown the breaker is half-open and lets Probe emails through
+// (admission and dispatch each, from the start of each half-open period);
+// a surge breaker closes one Window later unless the rate trips it again,
+// a relay breaker closes on the first relay success and re-opens on a
+// failure. Re-opening from half-open, or tripping again within one cooldown
+// of closing, doubles the cooldown (up to MaxCooldown), so a square-wave
+// load cannot make the breaker cycle faster than its cooldown. A manual
+// trip ([Guard.Trip]) lasts until [Guard.Reset].
+//
+// Every transition is reported by the one process whose script made it (the
+// script's reply carries it): a log line (kind, from, to, reason, rate,
+// baseline), floodgate_breaker_transitions_total, Config.OnTransition and,
+// when Config.Webhook is set, an HMAC-signed JSON POST retried with backoff
+// from a background goroutine that never blocks a decision. Every reply
+// also carries the state, which sets floodgate_breaker_state in each
+// process.
+//
+// Held emails are terminal outcomes (held) until an operator acts.
+// [Guard.Purge] recounts them as shed (reason purged). [Guard.Release]
+// puts them back in the queue (asynq tasks with the kind's options) through
+// the guard again: one held at admission is admitted again without its
+// source's window and without the breaker, with the recipient's caps
+// (which it did not consume); one held at dispatch was admitted already.
+// A release is not a new request: Stats moves the email from held to in
+// flight, or to the refusal admission gives it, so requested = outcomes +
+// in flight keeps holding. Released emails pass the dispatch guard, so an
+// open breaker holds them again: reset before releasing.
 package guard
