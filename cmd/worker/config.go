@@ -28,6 +28,8 @@ type config struct {
 	App              string
 	HTTPAddr         string
 	AdminToken       string
+	Webhook          string
+	WebhookSecret    string
 	Admin            bool
 	Concurrency      int
 	ShutdownTimeout  time.Duration
@@ -63,6 +65,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.From, "from", "", `From address, e.g. "Example <no-reply@example.com>" (default no-reply@DKIM-DOMAIN)`)
 	fs.StringVar(&c.App, "app", "", "product name shown in emails (default the From name)")
 	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "address serving /metrics, /healthz, /readyz and the admin API /v1/ (\"\" disables)")
+	fs.StringVar(&c.Webhook, "webhook", "", "URL that receives every breaker transition as JSON, signed with env FLOODGATE_WEBHOOK_SECRET (HMAC-SHA256)")
 	fs.BoolVar(&c.Admin, "admin", false, "serve the admin API under /v1/ on -http (needs FLOODGATE_ADMIN_TOKEN unless -http is loopback; on with -dev)")
 	fs.IntVar(&c.Concurrency, "concurrency", 20, "emails processed at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for running sends")
@@ -80,6 +83,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.RedisURL = getenv("FLOODGATE_REDIS_URL")
 	}
 	c.AdminToken = getenv("FLOODGATE_ADMIN_TOKEN")
+	c.WebhookSecret = getenv("FLOODGATE_WEBHOOK_SECRET")
 	c.AllowInsecure = getenv("FLOODGATE_ALLOW_INSECURE_SMTP") == "1"
 	c.SMTPPassword = getenv("FLOODGATE_SMTP_PASSWORD")
 	if c.passwordFile != "" {

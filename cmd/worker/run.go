@@ -33,8 +33,9 @@ type started struct {
 }
 
 // run starts the worker and blocks until ctx ends, then shuts down in this
-// order: stop taking emails and finish running sends (worker), close SMTP
-// connections, stop the HTTP server, stop the embedded stack.
+// order: stop taking emails and finish running sends (worker), stop the
+// HTTP server, flush breaker notifications (guard), close SMTP connections,
+// stop the embedded stack.
 func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	return runWith(ctx, cfg, stdout, stderr, nil)
 }
@@ -122,10 +123,19 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, Logger: logger, Registerer: reg})
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, Logger: logger, Registerer: reg,
+		Webhook: cfg.Webhook, WebhookSecret: cfg.WebhookSecret})
 	if err != nil {
 		return err
 	}
+	// Last to stop: breaker transitions seen while draining still notify.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := g.Shutdown(ctx); err != nil {
+			logger.Warn("breaker webhook: undelivered notifications at shutdown", "err", err)
+		}
+	}()
 	w, err := worker.New(worker.Config{
 		Dispatcher:      g,
 		Suppressor:      g,
