@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -352,10 +353,10 @@ func renderBreaker(w io.Writer, raw json.RawMessage, _ []string, _ *opts) error 
 func breakerTable(w io.Writer, bs []adminapi.Breaker) error {
 	now := time.Now()
 	tw := newTable(w)
-	fmt.Fprintln(tw, "KIND\tSTATE\tMODE\tREASON\tRATE\tBASELINE\tHELD\tSINCE\tOPENED")
+	fmt.Fprintln(tw, "KIND\tSTATE\tMODE\tREASON\tRATE/S\tBASELINE/S\tTHRESHOLD/S\tHELD\tSINCE\tUNTIL")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Kind, b.State, dash(b.Mode), dash(b.Reason),
-			num(b.Rate), num(b.Baseline), b.Held, ago(b.Since, now), ago(b.OpenedAt, now))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Kind, b.State, dash(string(b.Mode)), dash(b.Reason),
+			num(b.Rate), num(b.Baseline), num(b.Threshold), b.Held, ago(b.Since, now), until(b.Until, now))
 	}
 	return tw.Flush()
 }
@@ -367,7 +368,16 @@ func dash(s string) string {
 	return s
 }
 
-func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+// num formats a rate with at most three decimals.
+func num(f float64) string { return strconv.FormatFloat(math.Round(f*1000)/1000, 'f', -1, 64) }
+
+// until formats a future t as a UTC time and the time left.
+func until(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.DateTime) + " (in " + t.Sub(now).Round(time.Second).String() + ")"
+}
 
 // ago formats t as a UTC time and its age.
 func ago(t, now time.Time) string {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -368,4 +369,45 @@ func TestRealGuard(t *testing.T) {
 	if r := reset("bob@example.com"); r.Outcome != queue.Queued {
 		t.Errorf("reset after unsuppress: outcome %s, want queued", r.Outcome)
 	}
+
+	// The breakers of the real guard.
+	out = mustCtl(t, api, "breakers")
+	if !strings.Contains(out, "THRESHOLD/S") || !regexpRow(out, `password_reset\s+closed\s+hold\s+-`) {
+		t.Errorf("breakers of a quiet guard:\n%s", out)
+	}
+	out = mustCtl(t, api, "trip", queue.KindPasswordReset, "-reason", "drill")
+	if !regexpRow(out, `password_reset\s+open\s+hold\s+manual`) {
+		t.Errorf("trip printed:\n%s", out)
+	}
+	for _, to := range []string{"dave@example.com", "erin@example.com"} {
+		if r := reset(to); r.Outcome != queue.Held {
+			t.Errorf("reset while tripped: outcome %s, want held", r.Outcome)
+		}
+	}
+	if out := mustCtl(t, api, "breakers"); !regexpRow(out, `password_reset\s+open\s+hold\s+manual(\s+\S+){3}\s+2\s`) {
+		t.Errorf("breakers after two held:\n%s", out)
+	}
+	if out := mustCtl(t, api, "purge", queue.KindPasswordReset); !strings.Contains(out, "purged 2 held") {
+		t.Errorf("purge printed %q", out)
+	}
+	if r := reset("frank@example.com"); r.Outcome != queue.Held {
+		t.Errorf("reset while tripped: outcome %s, want held", r.Outcome)
+	}
+	if out := mustCtl(t, api, "reset", queue.KindPasswordReset); !regexpRow(out, `password_reset\s+closed`) {
+		t.Errorf("reset printed:\n%s", out)
+	}
+	if out := mustCtl(t, api, "release", queue.KindPasswordReset); !strings.Contains(out, "released 1 held") {
+		t.Errorf("release printed %q", out)
+	}
+	if err := json.Unmarshal([]byte(mustCtl(t, api, "stats", "-json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if ks := st.Kinds[queue.KindPasswordReset]; ks.Outcomes[queue.Shed] != 2 || ks.Outcomes[queue.Held] != 0 {
+		t.Errorf("after purge and release: outcomes %v, want shed 2, held 0", ks.Outcomes)
+	}
+	if _, _, err := ctl(t, api, "trip", "no_such_kind"); err == nil || !strings.Contains(err.Error(), "no_such_kind") {
+		t.Errorf("trip of an unknown kind: %v", err)
+	}
 }
+
+func regexpRow(out, pattern string) bool { return regexp.MustCompile(`(?m)^` + pattern).MatchString(out) }

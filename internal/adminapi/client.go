@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/floodgate-dev/floodgate/guard"
 )
@@ -190,86 +189,16 @@ func ReleasePath(kind string, limit int) string {
 	return p
 }
 
-// Breaker states.
+// Breaker states, as [Breaker].State.
 const (
-	StateClosed   = "closed"
-	StateOpen     = "open"
-	StateHalfOpen = "half_open"
+	StateClosed   = guard.BreakerClosed
+	StateOpen     = guard.BreakerOpen
+	StateHalfOpen = guard.BreakerHalfOpen
 )
 
 // Breaker is the state of one kind's surge breaker as the admin API shows
-// it.
-type Breaker struct {
-	Kind string `json:"kind"`
-	// State is [StateClosed], [StateOpen] or [StateHalfOpen].
-	State string `json:"state"`
-	// Mode is what the breaker does when open: hold, clamp or shed.
-	Mode string `json:"mode"`
-	// Reason is why it last opened: surge, refusals, relay, manual, or
-	// empty.
-	Reason string `json:"reason"`
-	// Since is when it entered State; zero when the worker did not say.
-	Since time.Time `json:"-"`
-	// Rate is the kind's current request rate and Baseline its learned
-	// baseline, in the worker's units.
-	Rate     float64 `json:"rate"`
-	Baseline float64 `json:"baseline"`
-	// Held is the number of emails of the kind parked by the breaker.
-	Held int64 `json:"held"`
-	// OpenedAt is when it last opened; zero when it never did.
-	OpenedAt time.Time `json:"-"`
-}
-
-// UnmarshalJSON reads the API form, where timestamps may be empty strings.
-func (b *Breaker) UnmarshalJSON(data []byte) error {
-	type plain Breaker
-	var w struct {
-		*plain
-		Since    *string `json:"since"`
-		OpenedAt *string `json:"opened_at"`
-	}
-	w.plain = (*plain)(b)
-	if err := json.Unmarshal(data, &w); err != nil {
-		return err
-	}
-	var err error
-	if b.Since, err = parseTime("since", w.Since); err != nil {
-		return err
-	}
-	b.OpenedAt, err = parseTime("opened_at", w.OpenedAt)
-	return err
-}
-
-// MarshalJSON writes the API form.
-func (b Breaker) MarshalJSON() ([]byte, error) {
-	type plain Breaker
-	return json.Marshal(struct {
-		plain
-		Since    string `json:"since"`
-		OpenedAt string `json:"opened_at"`
-	}{plain(b), formatTime(b.Since), formatTime(b.OpenedAt)})
-}
-
-func parseTime(field string, s *string) (time.Time, error) {
-	if s == nil || *s == "" {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, *s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("adminapi: breaker %s: %w", field, err)
-	}
-	return t, nil
-}
-
-func formatTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.Format(time.RFC3339Nano)
-}
-
-// IsOpen reports whether the breaker is open (half-open is not).
-func (b Breaker) IsOpen() bool { return b.State == StateOpen }
+// it; its JSON form is the API's.
+type Breaker = guard.BreakerState
 
 // Breakers returns the state of every kind's breaker. A worker without
 // breakers answers [ErrNotFound].

@@ -30,7 +30,7 @@ func TestBreakerJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(tc.in), &b); err != nil {
 			t.Fatalf("Unmarshal(%s): %v", tc.in, err)
 		}
-		if b.Kind != "password_reset" || b.Held != tc.wantHeld || !b.OpenedAt.IsZero() != tc.opened || b.IsOpen() != tc.opened {
+		if b.Kind != "password_reset" || b.Held != tc.wantHeld || !b.OpenedAt.IsZero() != tc.opened || (b.State == StateOpen) != tc.opened {
 			t.Errorf("Unmarshal(%s) = %+v", tc.in, b)
 		}
 		out, err := json.Marshal(b)
@@ -148,5 +148,31 @@ func TestAgainstGuard(t *testing.T) {
 	}
 	if err := c.Suppress(ctx, "carol@example.com", "Not A Token"); err == nil {
 		t.Error("Suppress with a bad reason succeeded")
+	}
+
+	b, err := c.Trip(ctx, queue.KindVerifyEmail, "")
+	if err != nil || b.State != StateOpen || b.Reason != "manual" {
+		t.Fatalf("Trip = %+v, %v", b, err)
+	}
+	r, err = qc.Enqueue(ctx, queue.Email{Kind: queue.KindVerifyEmail, To: "dan@example.com",
+		Data: map[string]string{"verify_url": "https://app.example/v/1"}})
+	if err != nil || r.Outcome != queue.Held {
+		t.Fatalf("Enqueue while tripped = %+v, %v", r, err)
+	}
+	if b, err := c.Breaker(ctx, queue.KindVerifyEmail); err != nil || b.Held != 1 || b.OpenedAt.IsZero() {
+		t.Errorf("Breaker = %+v, %v; want 1 held and opened_at", b, err)
+	}
+	if b, err := c.Reset(ctx, queue.KindVerifyEmail); err != nil || b.State != StateClosed {
+		t.Errorf("Reset = %+v, %v", b, err)
+	}
+	if n, err := c.Release(ctx, queue.KindVerifyEmail, 5); err != nil || n != 1 {
+		t.Errorf("Release = %d, %v; want 1", n, err)
+	}
+	if n, err := c.Purge(ctx, queue.KindVerifyEmail); err != nil || n != 0 {
+		t.Errorf("Purge of nothing = %d, %v", n, err)
+	}
+	bs, err := c.Breakers(ctx)
+	if err != nil || len(bs) != len(g.Policy().KindPolicies) {
+		t.Errorf("Breakers = %d, %v; want one per kind", len(bs), err)
 	}
 }

@@ -335,7 +335,7 @@ func (r *Report) fillBreaker(bw *breakerWatch, attackStart time.Time) {
 				}
 			}
 		}
-		if bw.atStart != nil && bw.atStart.IsOpen() {
+		if bw.atStart != nil && bw.atStart.State == adminapi.StateOpen {
 			b.Note = "the breaker was already open when the attack started; no time to open is measured"
 		}
 	}

@@ -80,7 +80,7 @@ func (w *breakerWatch) poll(ctx context.Context) bool {
 		w.transitions = append(w.transitions, Transition{At: now, State: b.State, Reason: b.Reason})
 	}
 	w.polled, w.available, w.last = true, true, b
-	if !w.attackStart.IsZero() && !w.openAtStart && w.firstOpen.IsZero() && b.IsOpen() {
+	if !w.attackStart.IsZero() && !w.openAtStart && w.firstOpen.IsZero() && (b.State == adminapi.StateOpen) {
 		w.firstOpen, w.openAtFirst = now, b
 	}
 	return true
@@ -95,7 +95,7 @@ func (w *breakerWatch) markAttack(t time.Time) {
 		b := w.last
 		w.atStart = &b
 		// Already open (an earlier drill?): there is no time to open.
-		w.openAtStart = b.IsOpen()
+		w.openAtStart = (b.State == adminapi.StateOpen)
 	}
 }
 

@@ -417,13 +417,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if b.Opened {
 			p("  opened after\t%s (first poll reading open %s, opened_at %s)", fmtSec(b.OpenSeconds), fmtSec(b.PolledOpenSeconds), fmtSec(b.OpenedAtSeconds))
 			if b.AtOpen != nil {
-				p("  when it opened\treason %s, mode %s, rate %g, baseline %g", b.AtOpen.Reason, b.AtOpen.Mode, b.AtOpen.Rate, b.AtOpen.Baseline)
+				p("  when it opened\treason %s, mode %s, rate %.3g/s, baseline %.3g/s, threshold %.3g/s", b.AtOpen.Reason, b.AtOpen.Mode,
+					b.AtOpen.Rate, b.AtOpen.Baseline, b.AtOpen.Threshold)
 			}
 		} else {
 			p("  opened\tnever during the drill")
 		}
 		if b.Final != nil {
-			p("  at the end\t%s (reason %s), held %d, rate %g, baseline %g", b.Final.State, b.Final.Reason, b.Final.Held, b.Final.Rate, b.Final.Baseline)
+			p("  at the end\t%s (reason %s), held %d, rate %.4g/s, baseline %.3g/s", b.Final.State, b.Final.Reason, b.Final.Held, b.Final.Rate, b.Final.Baseline)
 		}
 		var ts []string
 		for _, t := range b.Transitions {
@@ -454,6 +455,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, ph := range phaseNames {
 			l, ok := cl.m[ph]
 			if !ok {
+				continue
+			}
+			if l.Admitted == 0 {
+				p("  %s, %s\t0\t0\t-\t-\t-", cl.name, ph)
 				continue
 			}
 			p("  %s, %s\t%d\t%d\t%s\t%s\t%s", cl.name, ph, l.Admitted, l.Delivered, fmtMs(l.P50Ms), fmtMs(l.P99Ms), fmtMs(l.MaxMs))
