@@ -410,4 +410,6 @@ func TestRealGuard(t *testing.T) {
 	}
 }
 
-func regexpRow(out, pattern string) bool { return regexp.MustCompile(`(?m)^` + pattern).MatchString(out) }
+func regexpRow(out, pattern string) bool {
+	return regexp.MustCompile(`(?m)^` + pattern).MatchString(out)
+}
