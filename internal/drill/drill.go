@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	atk := &attacker{client: client, cfg: &cfg, tally: newTally()}
+	loadBefore, lerr := readRedisLoad(ctx, st.rdb)
 	attackStart := time.Now()
 	bw.markAttack(attackStart)
 	phase.Store(phaseAttack)
@@ -108,6 +109,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	atk.run(ctx, attackStart)
 	attackEnd := time.Now()
 	barDone()
+	loadAfter, lerr2 := readRedisLoad(ctx, st.rdb)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -178,6 +180,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.fillDelivered(lg, sc, computeBound(policy, &cfg, time.Since(attackStart)))
 	rep.Redis = RedisReport{Addr: st.redisAddr, Version: st.redisVersion, Before: memBefore, End: memEnd,
 		Peak: max(mw.max(), memEnd), Growth: memEnd - memBefore}
+	if lerr == nil && lerr2 == nil {
+		rep.Redis.AttackCPUSeconds, rep.Redis.AttackCommands = loadAfter.since(loadBefore, 4)
+		rep.Redis.AttackCPUSeconds = round3(rep.Redis.AttackCPUSeconds)
+	}
 	rep.fillConservation(cfg.Embedded(), statsBefore, statsAfter, atk.tally, lg, sc, outstanding, qerr == nil)
 	rep.TotalSeconds = round3(time.Since(began).Seconds())
 	rep.fillTargets()

@@ -1,8 +1,10 @@
 package drill
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -316,4 +318,66 @@ func (w *sinkWatch) counts(ctx context.Context) (sinkCounts, error) {
 		c.maxPerVictim = max(c.maxPerVictim, n)
 	}
 	return c, nil
+}
+
+// redisLoad is Redis's CPU time and per-command counts at one moment.
+type redisLoad struct {
+	cpu  float64 // seconds, user + system
+	cmds map[string]cmdStat
+}
+
+type cmdStat struct{ calls, usec int64 }
+
+// readRedisLoad reads INFO cpu and commandstats.
+func readRedisLoad(ctx context.Context, rdb redis.UniversalClient) (redisLoad, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := rdb.Info(ctx, "cpu", "commandstats").Result()
+	if err != nil {
+		return redisLoad{}, err
+	}
+	l := redisLoad{cmds: map[string]cmdStat{}}
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "used_cpu_user:"); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			l.cpu += f
+		} else if v, ok := strings.CutPrefix(line, "used_cpu_sys:"); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			l.cpu += f
+		} else if v, ok := strings.CutPrefix(line, "cmdstat_"); ok {
+			name, fields, _ := strings.Cut(v, ":")
+			var c cmdStat
+			for _, f := range strings.Split(fields, ",") {
+				k, val, _ := strings.Cut(f, "=")
+				switch k {
+				case "calls":
+					c.calls, _ = strconv.ParseInt(val, 10, 64)
+				case "usec":
+					c.usec, _ = strconv.ParseInt(val, 10, 64)
+				}
+			}
+			l.cmds[name] = c
+		}
+	}
+	return l, nil
+}
+
+// since returns what Redis did between a and l: CPU seconds and the
+// busiest commands by time, at most n.
+func (l redisLoad) since(a redisLoad, n int) (float64, []CommandLoad) {
+	var out []CommandLoad
+	for name, c := range l.cmds {
+		d := cmdStat{calls: c.calls - a.cmds[name].calls, usec: c.usec - a.cmds[name].usec}
+		if d.calls <= 0 {
+			continue
+		}
+		out = append(out, CommandLoad{Name: name, Calls: d.calls, Seconds: float64(d.usec) / 1e6,
+			MicrosPerCall: float64(int64(float64(d.usec)/float64(d.calls)*10+0.5)) / 10})
+	}
+	slices.SortFunc(out, func(x, y CommandLoad) int { return cmp.Compare(y.Seconds, x.Seconds) })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return l.cpu - a.cpu, out
 }

@@ -208,6 +208,20 @@ type RedisReport struct {
 	End     int64  `json:"used_memory_end"`
 	Peak    int64  `json:"used_memory_peak_sampled"`
 	Growth  int64  `json:"growth"`
+	// AttackCPUSeconds is Redis's CPU time (user + system) during the
+	// attack phase, and AttackCommands its busiest commands then: whether
+	// Redis or the enqueuers bound admission throughput.
+	AttackCPUSeconds float64       `json:"attack_cpu_seconds"`
+	AttackCommands   []CommandLoad `json:"attack_commands,omitempty"`
+}
+
+// CommandLoad is one Redis command's share of the work (INFO
+// commandstats).
+type CommandLoad struct {
+	Name          string  `json:"name"`
+	Calls         int64   `json:"calls"`
+	Seconds       float64 `json:"seconds"`
+	MicrosPerCall float64 `json:"us_per_call"`
 }
 
 // Conservation checks that every request is accounted for: per kind,
@@ -466,6 +480,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	p("")
 	p("redis used_memory\tbefore %s, end %s (%+.1f MiB), sampled peak %s", mib(r.Redis.Before), mib(r.Redis.End), float64(r.Redis.Growth)/(1<<20), mib(r.Redis.Peak))
+	if r.Attack.Seconds > 0 && r.Redis.AttackCPUSeconds > 0 {
+		var cmds []string
+		for _, c := range r.Redis.AttackCommands {
+			cmds = append(cmds, fmt.Sprintf("%s %d calls %.1f s (%.1f us/call)", c.Name, c.Calls, c.Seconds, c.MicrosPerCall))
+		}
+		p("redis during the attack\tCPU %.1f s of %.1f s (%.0f%% of one core); %s", r.Redis.AttackCPUSeconds, r.Attack.Seconds,
+			100*r.Redis.AttackCPUSeconds/r.Attack.Seconds, strings.Join(cmds, ", "))
+	}
 	p("")
 	cons := r.Conservation
 	p("conservation (guard /v1/stats over the drill)\trequested\tdrill\tadmitted\toutcomes+in flight\tin flight\toutcomes")
