@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"sync"
 
 	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/drill"
@@ -65,6 +66,9 @@ func flags(cfg *drill.Config, o *options) *flag.FlagSet {
 
 // parse reads args over the defaults, and over the quick drill's when
 // -quick is given, so that explicit flags always win.
+//
+// The logger and the progress bar share stderr: writes to it are
+// serialised.
 func parse(args []string, stderr io.Writer) (drill.Config, options, error) {
 	newDefaults := func(quick bool) (drill.Config, options) {
 		c := drill.DefaultConfig()
@@ -133,9 +137,10 @@ func parse(args []string, stderr io.Writer) (drill.Config, options, error) {
 		fmt.Fprintf(stderr, "drill: -log-level: %v\n", err)
 		return cfg, o, errUsage
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	shared := &syncWriter{w: stderr}
+	cfg.Logger = slog.New(slog.NewTextHandler(shared, &slog.HandlerOptions{Level: level}))
 	if !o.noProgress {
-		cfg.Progress = stderr
+		cfg.Progress = shared
 	}
 	return cfg, o, nil
 }
@@ -181,4 +186,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("a target or check failed (-strict)")
 	}
 	return nil
+}
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
