@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate-dev/floodgate/guard"
+	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
 	"github.com/floodgate-dev/floodgate/internal/worker"
 	"github.com/floodgate-dev/floodgate/queue"
@@ -204,4 +207,99 @@ func TestDispatchFailsClosed(t *testing.T) {
 	if seq[len(seq)-1] != queue.Sent || e.sends.Load() != 1 {
 		t.Fatalf("outcomes %v, sends %d", seq, e.sends.Load())
 	}
+}
+
+// A relay that refuses connections opens the relay breaker: the worker
+// stops dialling it, defers emails without using their retries, and
+// delivers them once the relay is back.
+func TestRelayBreakerDefersThenRecovers(t *testing.T) {
+	relayAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	var dials atomic.Int64
+	e := newGuardedEnv(t, withGuard(`
+kinds:
+  password_reset:
+    per_source: [1000/1h]
+    breaker: { relay_failures: 3, cooldown: 1s, max_cooldown: 2s }
+`, guard.Config{}), func(w *worker.Config, _ *smtpsink.Config) {
+		pool, err := delivery.NewPool(delivery.PoolConfig{Addr: relayAddr, TLS: delivery.TLSNone, DialTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pool.Close() })
+		w.Sender = dialCounter{pool, &dials}
+	})
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, e.enqueue(t, resetEmail(fmt.Sprintf("r%d@example.com", i))).ID)
+	}
+	// Wait until the breaker reads open for the relay.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		bs, err := e.guard.Breakers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := breakerOf(bs, queue.KindPasswordReset); b.State == "open" && b.Reason == "relay" {
+			break
+		}
+		select {
+		case <-e.changed:
+		case <-ctx.Done():
+			t.Fatalf("relay breaker never opened: %+v", bs)
+		}
+	}
+	open := dials.Load()
+	// The relay comes back on the same address.
+	sink, err := smtpsink.New(smtpsink.Config{SMTPAddr: relayAddr, HTTPAddr: "-", MaxMessages: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	if _, err := sink.Wait(ctx, len(ids), smtpsink.Query{}); err != nil {
+		t.Fatalf("relay back: sink has %d of %d: %v", sink.Stats().Received, len(ids), err)
+	}
+	for _, id := range ids {
+		seq := e.waitOutcome(t, id)
+		if seq[len(seq)-1] != queue.Sent {
+			t.Fatalf("%s: outcomes %v", id, seq)
+		}
+	}
+	// While open, the worker stopped hammering the relay: 20 emails saw
+	// far fewer attempts than one per email per retry.
+	t.Logf("send attempts before the breaker opened: %d; total %d", open, dials.Load())
+	if open > 10 {
+		t.Errorf("%d send attempts before the breaker opened, want about relay_failures (3) plus those in flight", open)
+	}
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	info, err := insp.GetQueueInfo(queue.ClassSecurity.QueueName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Archived != 0 {
+		t.Errorf("%d emails archived: deferral used up retries", info.Archived)
+	}
+}
+
+func breakerOf(bs []guard.BreakerState, kind string) guard.BreakerState {
+	for _, b := range bs {
+		if b.Kind == kind {
+			return b
+		}
+	}
+	return guard.BreakerState{}
+}
+
+// dialCounter counts send attempts against a relay.
+type dialCounter struct {
+	worker.Sender
+	n *atomic.Int64
+}
+
+func (d dialCounter) Send(ctx context.Context, from string, to []string, msg []byte) error {
+	d.n.Add(1)
+	return d.Sender.Send(ctx, from, to, msg)
 }

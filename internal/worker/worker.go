@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/mail"
 	"strings"
 	"sync"
@@ -397,18 +398,19 @@ func permanent(stage string, err error) error {
 // reasonOf names an error's class for logs and metric labels.
 func reasonOf(err error) string {
 	var se *delivery.SendError
-	if errors.As(err, &se) {
-		switch {
-		case se.Ambiguous:
-			return "ambiguous"
-		case se.Code != 0:
-			return fmt.Sprintf("smtp_%d", se.Code)
-		case se.Stage != "":
-			return se.Stage
-		}
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	isSend := errors.As(err, &se)
+	var ne net.Error
+	switch {
+	case isSend && se.Ambiguous:
+		return "ambiguous"
+	case isSend && se.Code != 0:
+		return fmt.Sprintf("smtp_%d", se.Code)
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		// A relay that stops answering, at whatever stage: the relay
+		// breaker counts it as the relay failing.
 		return "timeout"
+	case isSend && se.Stage != "":
+		return se.Stage
 	}
 	return "error"
 }
