@@ -269,24 +269,35 @@ type BreakerConfig struct {
 	HoldTTLMS int64
 }
 
-// breakerLib is the Lua shared by every script that reads or moves a
-// breaker. The script sets BK, IK, NK, FK, PK and SK to the kind's
-// [Breaker], [BreakerInfo], [BreakerCount], [BreakerRefused], [BreakerPace]
-// and [BreakerSendPace] keys, calls bclock with
-// TIME, loads B with bparse (or broll, which also creates it), and ends with
-// bdone, which saves B when it changed and appends the suffix described at
-// [BreakerConfig].
+// breakerHead declares what every breaker script shares at its top level.
+// The script sets BK, IK, NK, FK, PK and SK to the kind's [Breaker],
+// [BreakerInfo], [BreakerCount], [BreakerRefused], [BreakerPace] and
+// [BreakerSendPace] keys and NOW (Redis ms) and NOWUS (µs since
+// [GCRAEpoch]) from TIME.
+const breakerHead = `
+local BK, IK, NK, FK, PK, SK
+local B, NOW, NOWUS, CNT
+local dirty, trans = false, nil
+`
+
+// rawSuffix returns a Lua expression for the breaker suffix of the
+// unparsed state v, for replies made before the state is loaded (or when
+// it needs no loading): "|<state><reason>" when open or half-open.
+func rawSuffix(v string) string {
+	return "((string.sub(" + v + " or 'c', 1, 1) == 'o' or string.sub(" + v + " or 'c', 1, 1) == 'h') and '|' .. string.sub(" + v + ", 1, 2) or '')"
+}
+
+// breakerLib defines the functions that move a breaker. Creating Lua
+// closures costs more than the rest of a decision, so scripts write it
+// inside the block that needs it (a window's first request, a trip, a
+// breaker that is not closed, the admin operations), and a decision on a
+// closed breaker in the current window creates none. It loads B with bparse
+// (or broll, which also creates it), and ends with bsuffix, which saves B
+// when it changed and returns the suffix described at [BreakerConfig].
 const breakerLib = `
 local STATES = {c = 'closed', o = 'open', h = 'half_open'}
 local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual'}
-local BK, IK, NK, FK, PK, SK
-local B, NOW, NOWUS, CNT, BASE
-local dirty, trans = false, {}
-
-local function bclock(t)
-  NOW = t[1] * 1000 + math.floor(t[2] / 1000)
-  NOWUS = (t[1] - 1577836800) * 1000000 + t[2]
-end
+local BASE
 
 local function bparse(s)
   if not s then return nil end
@@ -294,10 +305,6 @@ local function bparse(s)
   if not st then return nil end
   return {st = st, rs = rs, idx = tonumber(idx), prev = tonumber(prev), prevf = tonumber(prevf),
     thr = tonumber(thr), untl = tonumber(untl), ai = tonumber(ai)}
-end
-
-local function bsave()
-  redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev, B.prevf, B.thr, B.untl, B.ai))
 end
 
 local function bbase()
@@ -342,6 +349,7 @@ end
 local function btrans(from, rc, lvl)
   dirty = true
   if lvl == nil then lvl = tonumber(redis.call('HGET', IK, 'lvl')) or 0 end
+  trans = trans or {}
   trans[#trans + 1] = string.format('%s,%s,%s,%.3f,%.6f,%d,%d,%d', STATES[from], STATES[B.st], REASONS[rc] or '',
     brate(CNT), bbase(), NOW, B.untl, lvl)
 end
@@ -405,10 +413,11 @@ local function btick()
   if B.st == 'h' and B.untl > 0 and NOW >= B.untl then bclose(B.rs) end
 end
 
--- broll starts window nidx (creating B if needed); cnt is the count of
--- window B.idx. While closed, the finished window's rate (at most the
--- threshold) feeds the baseline, and empty windows decay it.
-local function broll(nidx, cnt)
+-- broll starts window nidx (creating B if needed): cnt is the count of
+-- window B.idx, cntnew the count the new window starts with (CNT becomes
+-- it). While closed, the finished window's rate (at most the threshold)
+-- feeds the baseline, and empty windows decay it.
+local function broll(nidx, cnt, cntnew)
   if B then
     if nidx <= B.idx then return end
     local gap = nidx - B.idx
@@ -427,8 +436,9 @@ local function broll(nidx, cnt)
     B = {st = 'c', rs = '-', idx = nidx, prev = 0, prevf = 0, untl = 0, ai = 0}
   end
   B.thr = bthr(bbase())
-  redis.call('SET', NK, 0, 'PX', 2 * W + 1000)
+  redis.call('SET', NK, cntnew, 'PX', 2 * W + 1000)
   redis.call('DEL', FK)
+  CNT = cntnew
   dirty = true
 end
 
@@ -441,31 +451,24 @@ local function bpace(key, interval, take)
   return true, 0
 end
 
+-- bsuffix saves B when it changed and returns the breaker suffix.
 local function bsuffix()
-  local s = ''
-  if B and (B.st ~= 'c' or #trans > 0) then s = '|' .. B.st .. B.rs end
-  for i = 1, #trans do s = s .. '|' .. trans[i] end
+  if not B then return '' end
+  if dirty then
+    redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev, B.prevf, B.thr, B.untl, B.ai))
+    dirty = false
+  end
+  if B.st == 'c' and not trans then return '' end
+  local s = '|' .. B.st .. B.rs
+  if trans then s = s .. '|' .. table.concat(trans, '|') end
   return s
-end
-
-local function bdone(res)
-  if dirty then bsave() end
-  return res .. bsuffix()
-end
-
--- rawsfx returns the state suffix of an unparsed value, for replies made
--- before the state is loaded.
-local function rawsfx(v)
-  local c = string.sub(v or 'c', 1, 1)
-  if c == 'o' or c == 'h' then return '|' .. string.sub(v, 1, 2) end
-  return ''
 end
 `
 
 // num formats f as a Lua number literal.
 func num(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
-// writeBreaker writes the breaker's constants and [breakerLib].
+// writeBreaker writes the breaker's constants and [breakerHead].
 func writeBreaker(b *strings.Builder, kind string, c BreakerConfig) {
 	checkKind(kind)
 	switch c.Mode {
@@ -478,8 +481,13 @@ func writeBreaker(b *strings.Builder, kind string, c BreakerConfig) {
 	fmt.Fprintf(b, "local RR, RMINC, RF, RRAT = %s, %s, %d, %s\n", num(c.RefusalRatio), num(c.RefusalCount), c.RelayFailures, num(c.RelayRatio))
 	fmt.Fprintf(b, "local COOL, MAXCOOL, PROBE, MODE = %d, %d, %d, '%s'\n", max(c.CooldownMS, 1), max(c.MaxCooldownMS, c.CooldownMS, 1), max(c.ProbeUS, 1), c.Mode)
 	fmt.Fprintf(b, "local HOLDMAX, HOLDTTL = %d, %d\n", c.HoldMax, max(c.HoldTTLMS, 1))
-	b.WriteString(breakerLib)
+	b.WriteString(breakerHead)
 }
+
+// clockLua sets NOW and NOWUS from TIME in t.
+const clockLua = `NOW = t[1] * 1000 + math.floor(t[2] / 1000)
+NOWUS = (t[1] - 1577836800) * 1000000 + t[2]
+`
 
 func checkKind(kind string) {
 	if kind == "" || strings.ContainsFunc(kind, func(r rune) bool { return !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
@@ -518,15 +526,16 @@ func writeRecipientLog(b *strings.Builder, c AdmitConfig) {
 // The breaker: every request is counted in [BreakerCount] (and refusals by
 // caps in [BreakerRefused]); the first request of a window rolls the
 // window over and updates the baseline. When the requests in the last
-// window exceed the threshold (or the refused share exceeds the refusal
-// ratio) the breaker opens, before this request's own decision. An open
-// breaker (not for relay) holds, clamps or sheds what the caps let
+// window exceed the threshold (or the refused share reaches the refusal
+// ratio) the breaker opens, and this request is already subject to it. An
+// open breaker (not for relay) holds, clamps or sheds what the caps let
 // through; half-open, it lets one email per probe interval through.
 //
-// On the common path it makes six Redis calls: one MGET of everything it
-// reads, TIME, INCR of the window count, a SET per log and one INCR. The
-// kind's settings are constants in the script (one script per kind and
-// policy, cached by Redis under its SHA1).
+// On the common path (breaker closed, same window, no trip) it makes six
+// Redis calls: one MGET of everything it reads, TIME, INCR of the window
+// count, a SET per log and one INCR, and creates no Lua closure for the
+// breaker (see [breakerLib]). The kind's settings are constants in the
+// script (one script per kind and policy, cached by Redis under its SHA1).
 //
 // KEYS[1] -> recipient log ([Recipient])
 // KEYS[2] -> source log ([Source])
@@ -584,25 +593,14 @@ local cur = redis.call('MGET', rkey, skey, BK, ukey, NK)
 local rlog, slog = cur[1] or '', cur[2] or ''
 local p = string.find(rlog, tag, 1, true)
 while p do
-  if (p - 1) % 19 == 0 then return 'queued:replay' .. rawsfx(cur[3]) end
+  if (p - 1) % 19 == 0 then return 'queued:replay' .. ` + rawSuffix("cur[3]") + ` end
   p = string.find(rlog, tag, p + 1, true)
 end
 
 local t = redis.call('TIME')
-bclock(t)
-local now = NOW
+` + clockLua + `local now = NOW
 local nows = t[1] - 1577836800
-local nidx = math.floor(now / W)
-B = bparse(cur[3])
-if not B or B.idx ~= nidx then broll(nidx, tonumber(cur[5]) or 0) end
-if B.st ~= 'c' then btick() end
-CNT = redis.call('INCR', NK)
-local frac = 1 - (now - nidx * W) / W
-`)
-	if c.Breaker.SurgeFactor > 0 {
-		b.WriteString("if (B.st ~= 'o' or B.rs == 'r') and B.prev * frac + CNT > B.thr then bopen('s', B.st == 'h') end\n")
-	}
-	b.WriteString(`local outcome, reason = nil, ''
+local outcome, reason = nil, ''
 -- The n-th newest recipient admission's time is string.sub(rlog, 19n-9, 19n).
 if cur[4] then
   outcome = 'suppressed'
@@ -611,7 +609,51 @@ if cur[4] then
 	for _, w := range c.Source {
 		fmt.Fprintf(&b, "elseif #slog >= %d and now - u48(slog, %d) < %d then\n  outcome, reason = 'capped', 'source'\n", w[0]*6, (w[0]-1)*6+1, w[1])
 	}
-	b.WriteString(`elseif B.st ~= 'c' and B.rs ~= 'r' then
+	b.WriteString(`end
+
+-- The breaker. Every request counts in the window; a closed breaker in the
+-- same window that does not trip needs nothing more.
+local nidx = math.floor(now / W)
+CNT = redis.call('INCR', NK)
+local frac = 1 - (now - nidx * W) / W
+local refused = outcome == 'duplicate' or outcome == 'capped'
+local cf
+local bst, brs, bidx, bprev, bprevf, bthr = string.match(cur[3] or '', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) ')
+local slow = bst ~= 'c' or tonumber(bidx) ~= nidx
+`)
+	if c.Breaker.SurgeFactor > 0 {
+		b.WriteString("if not slow and tonumber(bprev) * frac + CNT > tonumber(bthr) then slow = true end\n")
+	}
+	if c.Breaker.RefusalRatio > 0 {
+		b.WriteString(`if not slow and refused then
+  cf = redis.call('INCR', FK)
+  if cf == 1 then redis.call('PEXPIRE', FK, 2 * W + 1000) end
+  local est = tonumber(bprev) * frac + CNT
+  if est >= RMINC and tonumber(bprevf) * frac + cf >= RR * est then slow = true end
+end
+`)
+	}
+	b.WriteString("local sfx = ''\nif slow then\n")
+	b.WriteString(breakerLib)
+	b.WriteString(`B = bparse(cur[3])
+if not B or B.idx ~= nidx then broll(nidx, CNT - 1, 1) end
+if B.st ~= 'c' then btick() end
+local est = B.prev * frac + CNT
+`)
+	if c.Breaker.SurgeFactor > 0 {
+		b.WriteString("if (B.st ~= 'o' or B.rs == 'r') and est > B.thr then bopen('s', B.st == 'h') end\n")
+	}
+	if c.Breaker.RefusalRatio > 0 {
+		b.WriteString(`if refused then
+  if not cf then
+    cf = redis.call('INCR', FK)
+    if cf == 1 then redis.call('PEXPIRE', FK, 2 * W + 1000) end
+  end
+  if (B.st ~= 'o' or B.rs == 'r') and est >= RMINC and B.prevf * frac + cf >= RR * est then bopen('f', B.st == 'h') end
+end
+`)
+	}
+	b.WriteString(`if not outcome and B.st ~= 'c' and B.rs ~= 'r' then
   if B.ai > 0 and bpace(qkey, B.ai, true) then
     reason = 'clamp'
     if B.st == 'h' then reason = 'probe' end
@@ -632,16 +674,7 @@ if cur[4] then
     outcome, reason = 'shed', 'hold_full'
 `)
 	}
-	b.WriteString("  end\nend\n")
-	if c.Breaker.RefusalRatio > 0 {
-		b.WriteString(`if outcome == 'duplicate' or outcome == 'capped' then
-  local cf = redis.call('INCR', FK)
-  if cf == 1 then redis.call('PEXPIRE', FK, 2 * W + 1000) end
-  local est = B.prev * frac + CNT
-  if (B.st ~= 'o' or B.rs == 'r') and est >= RMINC and B.prevf * frac + cf >= RR * est then bopen('f', B.st == 'h') end
-end
-`)
-	}
+	b.WriteString("  end\nend\nsfx = bsuffix()\nend\n")
 	b.WriteString("\nlocal field\nif not outcome then\n  outcome = 'queued'\n")
 	writeRecipientLog(&b, c)
 	if len(c.Source) > 0 {
@@ -658,7 +691,7 @@ if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', LOGLEN, '*', 'stage', 'admit', 'kind', KIND,
     'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)
 end
-return bdone(outcome .. ':' .. reason)
+return outcome .. ':' .. reason .. sfx
 `)
 	return redis.NewScript(b.String())
 }
@@ -815,8 +848,8 @@ end
 
 local cur = redis.call('MGET', ckey, BK, gkey, dkey)
 local claim = cur[1]
+local sfx = ` + rawSuffix("cur[2]") + `
 if claim then
-  local sfx = rawsfx(cur[2])
   if claim == attempt then
     redis.call('PEXPIRE', ckey, lease)
     return 'allow:replay' .. sfx
@@ -836,48 +869,51 @@ if claim then
 end
 
 local t = redis.call('TIME')
-bclock(t)
-local now_ms = NOW
-B = bparse(cur[2])
-if B and B.st ~= 'c' then btick() end
+` + clockLua + `local now_ms = NOW
 local function terminal(code, field, outcome, reason)
   local ttl = exp - now_ms
   if ttl < 0 then ttl = 0 end
   redis.call('SET', ckey, code, 'PX', ttl + margin)
   record(field, outcome, reason, true)
-  return bdone(outcome .. ':' .. reason)
+  return outcome .. ':' .. reason
 end
 local function defer(which, ms)
   ms = math.ceil(ms)
   if ms < 1 then ms = 1 end
   record('deferred:' .. which, 'deferred', which, false)
-  return bdone('deferred:' .. which .. ':' .. ms)
+  return 'deferred:' .. which .. ':' .. ms
 end
-if now_ms >= exp then return terminal('3', 'expired', 'expired', '') end
+if now_ms >= exp then return terminal('3', 'expired', 'expired', '') .. sfx end
 
-local paced = false
-if B and B.st ~= 'c' then
-  if B.st == 'o' and B.rs == 'r' then
-    local left = B.untl - now_ms
-    if B.untl == 0 then left = COOL end
-    return defer('relay', left)
-  elseif B.st == 'o' and MODE == 'hold' then
-    if redis.call('HLEN', hkey) < HOLDMAX then
-      redis.call('HSET', hkey, id, 'd' .. payload)
-      redis.call('PEXPIRE', hkey, HOLDTTL)
-      return terminal('4', 'held:breaker', 'held', 'breaker')
-    end
-    return terminal('5', 'shed:hold_full', 'shed', 'hold_full')
-  elseif B.st == 'o' and MODE == 'shed' then
-    return terminal('5', 'shed:breaker', 'shed', 'breaker')
-  elseif B.ai > 0 then
-    local ok, wait = bpace(pkey, B.ai, false)
-    if not ok then
-      if B.rs == 'r' then return defer('relay', wait / 1000) end
-      return defer('breaker', wait / 1000)
-    end
-    paced = true
+-- The breaker: nothing to do when it is closed.
+local paced
+if sfx ~= '' then
+`)
+	b.WriteString(breakerLib)
+	b.WriteString(`B = bparse(cur[2])
+btick()
+if B.st == 'o' and B.rs == 'r' then
+  local left = B.untl - now_ms
+  if B.untl == 0 then left = COOL end
+  return defer('relay', left) .. bsuffix()
+elseif B.st == 'o' and MODE == 'hold' then
+  if redis.call('HLEN', hkey) < HOLDMAX then
+    redis.call('HSET', hkey, id, 'd' .. payload)
+    redis.call('PEXPIRE', hkey, HOLDTTL)
+    return terminal('4', 'held:breaker', 'held', 'breaker') .. bsuffix()
   end
+  return terminal('5', 'shed:hold_full', 'shed', 'hold_full') .. bsuffix()
+elseif B.st == 'o' and MODE == 'shed' then
+  return terminal('5', 'shed:breaker', 'shed', 'breaker') .. bsuffix()
+elseif B.st ~= 'c' and B.ai > 0 then
+  local ok, wait = bpace(pkey, B.ai, false)
+  if not ok then
+    if B.rs == 'r' then return defer('relay', wait / 1000) .. bsuffix() end
+    return defer('breaker', wait / 1000) .. bsuffix()
+  end
+  paced = B.ai
+end
+sfx = bsuffix()
 end
 
 local now = NOWUS
@@ -894,17 +930,17 @@ local dnew, dwait = gcra(cur[4], di, db)
 if not gnew or not dnew then
   local which, wait = 'global', gwait
   if dwait > gwait then which, wait = 'domain', dwait end
-  return defer(which, wait / 1000)
+  return defer(which, wait / 1000) .. sfx
 end
 redis.call('SET', gkey, string.format('%d', gnew), 'PX', math.ceil((gnew - now) / 1000))
 redis.call('SET', dkey, string.format('%d', dnew), 'PX', math.ceil((dnew - now) / 1000))
-if paced then bpace(pkey, B.ai, true) end
+if paced then redis.call('SET', pkey, string.format('%d', now + paced), 'PX', math.ceil(paced / 1000) + 1) end
 redis.call('SET', ckey, attempt, 'PX', lease)
 if sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'dispatch', 'kind', KIND,
     'outcome', 'dispatched', 'reason', '', 'id', id, 'rcpt', rcpt)
 end
-return bdone('allow:')
+return 'allow:' .. sfx
 `)
 	return redis.NewScript(b.String())
 }
@@ -976,13 +1012,15 @@ if outcome ~= 'sent' or sample == '1' then
 end
 if relay == '' then return 'recorded' end
 
-bclock(redis.call('TIME'))
-B = bparse(redis.call('GET', BK))
+local t = redis.call('TIME')
+` + clockLua)
+	b.WriteString(breakerLib)
+	b.WriteString(`B = bparse(redis.call('GET', BK))
 if not B then
   B = {st = 'c', rs = '-', idx = math.floor(NOW / W), prev = 0, prevf = 0, thr = bthr(bbase()), untl = 0, ai = 0}
   dirty = true
 end
-if B.st ~= 'c' then btick() end
+btick()
 local function count(fail)
   local r = redis.call('HMGET', IK, 'rc', 'ri', 'rf', 'ro', 'pf', 'po')
   local rc, ri, rf, ro = tonumber(r[1]) or 0, tonumber(r[2]) or 0, tonumber(r[3]) or 0, tonumber(r[4]) or 0
@@ -1013,7 +1051,7 @@ else
   if B.st == 'h' and B.rs == 'r' then bclose('r') end
   if RF > 0 then count(false) end
 end
-return bdone('recorded')
+return 'recorded' .. bsuffix()
 `)
 	return redis.NewScript(b.String())
 }
@@ -1048,15 +1086,14 @@ func ControlScript(kind string, c BreakerConfig) *redis.Script {
 local hkey, hrkey = KEYS[5], KEYS[6]
 local op, rc = ARGV[1], ARGV[2]
 
-bclock(redis.call('TIME'))
-local nidx = math.floor(NOW / W)
+local t = redis.call('TIME')
+` + clockLua)
+	b.WriteString(breakerLib)
+	b.WriteString(`local nidx = math.floor(NOW / W)
 B = bparse(redis.call('GET', BK))
 CNT = tonumber(redis.call('GET', NK)) or 0
-if not B or B.idx ~= nidx then
-  broll(nidx, CNT)
-  CNT = 0
-end
-if B.st ~= 'c' then btick() end
+if not B or B.idx ~= nidx then broll(nidx, CNT, 0) end
+btick()
 if op == 'trip' then
   if not (B.st == 'o' and B.untl == 0 and B.rs == rc) then bopen(rc, false, true) end
 elseif op == 'reset' then
@@ -1066,11 +1103,13 @@ elseif op == 'reset' then
   redis.call('DEL', FK)
   redis.call('HSET', IK, 'lvl', 0, 'rc', 0, 'rf', 0, 'ro', 0, 'pf', 0, 'po', 0)
 end
-if dirty then bsave() end
+bsuffix()
 local info = redis.call('HMGET', IK, 'since', 'opened', 'lvl')
 local res = {B.st, B.rs, info[1] or '0', info[2] or '0', string.format('%.3f', brate(CNT)), string.format('%.6f', bbase()),
   redis.call('HLEN', hkey), string.format('%d', B.untl), string.format('%d', B.thr), info[3] or '0', redis.call('HLEN', hrkey)}
-for i = 1, #trans do res[#res + 1] = trans[i] end
+if trans then
+  for i = 1, #trans do res[#res + 1] = trans[i] end
+end
 return res
 `)
 	return redis.NewScript(b.String())
