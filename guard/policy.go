@@ -198,7 +198,12 @@ func newKindDefaults() KindPolicy {
 // DefaultPolicy returns a new policy with the built-in defaults: at most 3
 // reset or verification emails an hour (10 a day) per recipient, a 2 minute
 // dedup window, 20 an hour per source, 50 notifications a day per recipient,
-// 200 sends a second overall and 600 a minute per domain.
+// 200 sends a second overall and 600 a minute per domain. The reset and
+// verification breakers hold their kind when its rate exceeds 5 × its
+// learned baseline and 60/1m, when half of its requests are refused by caps
+// (from 30/1m), or after 10 consecutive relay failures, for a 10m cooldown;
+// the notification breaker trips on relay failures only and clamps when
+// tripped by hand.
 func DefaultPolicy() *Policy {
 	return &Policy{
 		Global:         Limit{Rate: Rate{200, time.Second}, Burst: 400},
