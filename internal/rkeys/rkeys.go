@@ -513,6 +513,42 @@ func writeRecipientLog(b *strings.Builder, c AdmitConfig) {
 		(max(c.RecipientLen, 1)-1)*19, max(c.RecipientTTL, 1))
 }
 
+// writeAdmitBreaker writes what an open or half-open breaker does with an
+// email the caps let through: one per interval (iv, µs; 0 none) passes,
+// reason "clamp" (open) or "probe" (half-open, st == 'h'); the rest are
+// held (up to HOLDMAX, then shed), shed or, for clamp, shed as "clamp".
+func writeAdmitBreaker(b *strings.Builder, mode, iv, st string) {
+	fmt.Fprintf(b, `  local iv, pass = %s, false
+  if iv > 0 then
+    local ptat = tonumber(redis.call('GET', qkey)) or NOWUS
+    if ptat <= NOWUS then
+      redis.call('SET', qkey, string.format('%%d', NOWUS + iv), 'PX', math.ceil(iv / 1000) + 1)
+      pass = true
+    end
+  end
+  if pass then
+    reason = 'clamp'
+    if %s == 'h' then reason = 'probe' end
+`, iv, st)
+	switch mode {
+	case "shed":
+		b.WriteString("  else\n    outcome, reason = 'shed', 'breaker'\n")
+	case "clamp":
+		b.WriteString("  else\n    outcome, reason = 'shed', 'clamp'\n")
+	default:
+		b.WriteString(`  elseif redis.call('HEXISTS', hkey, id) == 1 then
+    outcome, reason = 'held', 'replay'
+  elseif redis.call('HLEN', hkey) < HOLDMAX then
+    redis.call('HSET', hkey, id, 'a' .. payload)
+    redis.call('PEXPIRE', hkey, HOLDTTL)
+    outcome, reason = 'held', 'breaker'
+  else
+    outcome, reason = 'shed', 'hold_full'
+`)
+	}
+	b.WriteString("  end\n")
+}
+
 // AdmitScript returns the admission script of one kind. It decides whether
 // an email may be queued: suppression, dedup window, every per-recipient
 // window, every per-source window and the kind's breaker, atomically and in
@@ -611,29 +647,50 @@ if cur[4] then
 	}
 	b.WriteString(`end
 
--- The breaker. Every request counts in the window; a closed breaker in the
--- same window that does not trip needs nothing more.
+-- The breaker. Every request counts in the window. Two cases need no
+-- breaker functions: a closed breaker in the same window that does not
+-- trip, and an open one (not for the relay) in the same window whose
+-- cooldown runs.
 local nidx = math.floor(now / W)
 CNT = redis.call('INCR', NK)
 local frac = 1 - (now - nidx * W) / W
 local refused = outcome == 'duplicate' or outcome == 'capped'
 local cf
-local bst, brs, bidx, bprev, bprevf, bthr = string.match(cur[3] or '', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) ')
-local slow = bst ~= 'c' or tonumber(bidx) ~= nidx
+local sfx = ''
+local bst, brs, bidx, bprev, bprevf, bthr, buntl, bai = string.match(cur[3] or '', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+local fast = bst ~= nil and tonumber(bidx) == nidx
+if fast and bst == 'c' then
 `)
 	if c.Breaker.SurgeFactor > 0 {
-		b.WriteString("if not slow and tonumber(bprev) * frac + CNT > tonumber(bthr) then slow = true end\n")
+		b.WriteString("  if tonumber(bprev) * frac + CNT > tonumber(bthr) then fast = false end\n")
 	}
 	if c.Breaker.RefusalRatio > 0 {
-		b.WriteString(`if not slow and refused then
-  cf = redis.call('INCR', FK)
-  if cf == 1 then redis.call('PEXPIRE', FK, 2 * W + 1000) end
-  local est = tonumber(bprev) * frac + CNT
-  if est >= RMINC and tonumber(bprevf) * frac + cf >= RR * est then slow = true end
-end
+		b.WriteString(`  if fast and refused then
+    cf = redis.call('INCR', FK)
+    if cf == 1 then redis.call('PEXPIRE', FK, 2 * W + 1000) end
+    local est = tonumber(bprev) * frac + CNT
+    if est >= RMINC and tonumber(bprevf) * frac + cf >= RR * est then fast = false end
+  end
 `)
 	}
-	b.WriteString("local sfx = ''\nif slow then\n")
+	b.WriteString(`elseif fast and bst == 'o' and brs ~= 'r' and (buntl == '0' or now < tonumber(buntl)) then
+`)
+	if c.Breaker.RefusalRatio > 0 {
+		b.WriteString(`  if refused then
+    cf = redis.call('INCR', FK)
+    if cf == 1 then redis.call('PEXPIRE', FK, 2 * W + 1000) end
+  end
+`)
+	}
+	b.WriteString("  if not outcome then\n")
+	writeAdmitBreaker(&b, c.Breaker.Mode, "tonumber(bai)", "bst")
+	b.WriteString(`  end
+  sfx = '|' .. bst .. brs
+else
+  fast = false
+end
+if not fast then
+`)
 	b.WriteString(breakerLib)
 	b.WriteString(`B = bparse(cur[3])
 if not B or B.idx ~= nidx then broll(nidx, CNT - 1, 1) end
@@ -653,28 +710,9 @@ local est = B.prev * frac + CNT
 end
 `)
 	}
-	b.WriteString(`if not outcome and B.st ~= 'c' and B.rs ~= 'r' then
-  if B.ai > 0 and bpace(qkey, B.ai, true) then
-    reason = 'clamp'
-    if B.st == 'h' then reason = 'probe' end
-`)
-	switch c.Breaker.Mode {
-	case "shed":
-		b.WriteString("  else\n    outcome, reason = 'shed', 'breaker'\n")
-	case "clamp":
-		b.WriteString("  else\n    outcome, reason = 'shed', 'clamp'\n")
-	default:
-		b.WriteString(`  elseif redis.call('HEXISTS', hkey, id) == 1 then
-    outcome, reason = 'held', 'replay'
-  elseif redis.call('HLEN', hkey) < HOLDMAX then
-    redis.call('HSET', hkey, id, 'a' .. payload)
-    redis.call('PEXPIRE', hkey, HOLDTTL)
-    outcome, reason = 'held', 'breaker'
-  else
-    outcome, reason = 'shed', 'hold_full'
-`)
-	}
-	b.WriteString("  end\nend\nsfx = bsuffix()\nend\n")
+	b.WriteString("if not outcome and B.st ~= 'c' and B.rs ~= 'r' then\n")
+	writeAdmitBreaker(&b, c.Breaker.Mode, "B.ai", "B.st")
+	b.WriteString("end\nsfx = bsuffix()\nend\n")
 	b.WriteString("\nlocal field\nif not outcome then\n  outcome = 'queued'\n")
 	writeRecipientLog(&b, c)
 	if len(c.Source) > 0 {
