@@ -13,13 +13,15 @@ import (
 
 // TestConservation drives mixed traffic through two guards sharing one
 // Redis (two processes) and checks requested = sum of outcomes + in flight,
-// per kind, against the test's own tally.
+// per kind, against the test's own tally. The breaker is off: its refusal
+// trip would hold emails between a worker's admission and its dispatch
+// (TestBreakerConservation covers the breaker's outcomes).
 func TestConservation(t *testing.T) {
 	const doc = `
 global: { rate: 100000/1s }
 domains: { default: 100000/1s }
 kinds:
-  password_reset: { dedup_window: 1h, per_recipient: [2/1h], per_source: [25/1h] }
+  password_reset: { dedup_window: 1h, per_recipient: [2/1h], per_source: [25/1h], breaker: off }
   notification: { per_recipient: [3/1h], per_source: [] }
 `
 	g1, rc, _ := newTestGuard(t, doc, Config{DecisionSample: 1})
