@@ -94,6 +94,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	go func() { lg.run(legitCtx); close(legitDone) }()
 	defer func() { stopLegit(); <-legitDone }()
 
+	quietStart := time.Now()
 	say("quiet phase: %s of legitimate traffic only", cfg.Quiet)
 	if err := sleep(ctx, cfg.Quiet); err != nil {
 		return nil, err
@@ -171,7 +172,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Setup.Workers, rep.Setup.Concurrency = cfg.Workers, cfg.Concurrency
 	}
 	rep.Phases = map[string]float64{
-		"quiet":  round3(attackStart.Sub(began).Seconds()),
+		"setup":  round3(quietStart.Sub(began).Seconds()),
+		"quiet":  round3(attackStart.Sub(quietStart).Seconds()),
 		"attack": round3(attackEnd.Sub(attackStart).Seconds()),
 		"drain":  round3(drainEnd.Sub(attackEnd).Seconds()),
 	}

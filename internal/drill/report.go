@@ -410,8 +410,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	p("  attack\t%d password_reset requests over %d recipients @%s from %d sources, %s, %d enqueuers", c.Attack, c.Recipients, c.AttackDomain, c.Sources, rate, c.Parallel)
 	p("  legitimate\t%.4g notifications/s and %.4g resets/s to %s, throughout", c.NotifyRate, c.LegitResetRate, strings.Join(c.LegitDomains, ", "))
-	p("  phases\tquiet %.1f s, attack %.1f s, drain %.1f s; total %.1f s on %d CPUs; policy %s",
-		r.Phases["quiet"], r.Phases["attack"], r.Phases["drain"], r.TotalSeconds, c.CPUs, c.Policy)
+	p("  phases\tsetup %.1f s, quiet %.1f s, attack %.1f s, drain %.1f s; total %.1f s on %d CPUs; policy %s",
+		r.Phases["setup"], r.Phases["quiet"], r.Phases["attack"], r.Phases["drain"], r.TotalSeconds, c.CPUs, c.Policy)
 	p("")
 	p("admission (receipts)")
 	p("  attack\t%d answered in %.1f s: %.0f requests/s", r.Attack.Requested, r.Attack.Seconds, r.Attack.PerSecond)
