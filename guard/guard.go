@@ -448,7 +448,7 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 // again counts nothing twice.
 //
 // The result also tells the kind's relay breaker about the relay (see
-// [RelayFailure]): a temporary failure whose reason is a relay failure
+// [IsRelayFailure]): a temporary failure whose reason is a relay failure
 // counts towards tripping it; a send, or a reply from the relay (an SMTP
 // code other than 421), is a relay success that closes a half-open relay
 // breaker.
