@@ -72,7 +72,7 @@
 // in the MGET they already make, so a transition made by one process is seen
 // by every other process at its next decision. On a closed breaker (and on
 // an open one, during an attack) the breaker costs an admission one more
-// MGET key, one INCR and one string match, and no Lua closure: 10 to 20%
+// MGET key, one INCR and one string match, and no Lua closure: 10 to 30%
 // more Redis time per admission than without it (BenchmarkAdmit,
 // BenchmarkAdmitBreaker).
 //
