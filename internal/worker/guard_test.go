@@ -226,7 +226,7 @@ kinds:
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { pool.Close() })
-		w.Sender = dialCounter{pool, &dials}
+		w.Sender = countingSender{pool, &dials}
 	})
 	var ids []string
 	for i := range 20 {
@@ -291,15 +291,4 @@ func breakerOf(bs []guard.BreakerState, kind string) guard.BreakerState {
 		}
 	}
 	return guard.BreakerState{}
-}
-
-// dialCounter counts send attempts against a relay.
-type dialCounter struct {
-	worker.Sender
-	n *atomic.Int64
-}
-
-func (d dialCounter) Send(ctx context.Context, from string, to []string, msg []byte) error {
-	d.n.Add(1)
-	return d.Sender.Send(ctx, from, to, msg)
 }
