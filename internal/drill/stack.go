@@ -86,8 +86,8 @@ func startEmbedded(ctx context.Context, cfg *Config, policy *guard.Policy, log *
 	if err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, rp.stop)
-	s.redisAddr, s.redisVersion = rp.addr, rp.version
+	s.closers = append(s.closers, rp.Stop)
+	s.redisAddr, s.redisVersion = rp.Addr, rp.Version
 
 	var keys []delivery.Key
 	sinkKeys, err := smtpsink.ParseKeys(strings.NewReader(""))
@@ -128,7 +128,7 @@ func startEmbedded(ctx context.Context, cfg *Config, policy *guard.Policy, log *
 	var workers []*worker.Worker
 	var admin *guard.Guard
 	for i := range cfg.Workers {
-		rdb, err := redisx.Open(rp.url())
+		rdb, err := redisx.Open(rp.URL())
 		if err != nil {
 			return nil, err
 		}
@@ -203,12 +203,12 @@ func startEmbedded(ctx context.Context, cfg *Config, policy *guard.Policy, log *
 	}
 	s.closers = append(s.closers, s.admin.CloseIdleConnections)
 
-	if s.rdb, err = redisx.Open(rp.url()); err != nil {
+	if s.rdb, err = redisx.Open(rp.URL()); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.rdb.Close() })
 	s.desc = fmt.Sprintf("embedded: redis-server %s at %s (subprocess), smtpsink in-process (smtp %s, http http://%s), %d workers x %d, admin API http://%s/v1/",
-		rp.version, rp.addr, sink.SMTPAddr(), sink.HTTPAddr(), cfg.Workers, cfg.Concurrency, ln.Addr())
+		rp.Version, rp.Addr, sink.SMTPAddr(), sink.HTTPAddr(), cfg.Workers, cfg.Concurrency, ln.Addr())
 	return s, nil
 }
 

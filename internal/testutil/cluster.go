@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,33 +28,15 @@ type Cluster struct {
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
 	const masters = 3
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not found on PATH (install Debian's redis-server): %v", err)
-	}
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		t.Fatalf("redis-cli not found on PATH (install Debian's redis-tools): %v", err)
 	}
 	c := &Cluster{}
 	for range masters {
-		dir := t.TempDir()
-		port, bus := FreePort(t), FreePort(t)
-		args := []string{
-			"--port", strconv.Itoa(port),
-			"--bind", "127.0.0.1",
-			"--save", "",
-			"--appendonly", "no",
-			"--dir", dir,
-			"--logfile", filepath.Join(dir, "redis.log"),
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--cluster-port", strconv.Itoa(bus),
-			"--cluster-node-timeout", "5000",
-		}
-		r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, dir: dir, args: args}
-		r.start(t, bin)
-		t.Cleanup(r.Stop)
+		// nodes.conf is relative to the server's private --dir.
+		r := StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", strconv.Itoa(FreePort(t)), "--cluster-node-timeout", "5000")
 		c.Nodes = append(c.Nodes, r)
 		c.Addrs = append(c.Addrs, r.Addr)
 	}
@@ -68,8 +49,7 @@ func StartCluster(t testing.TB) *Cluster {
 	}
 	for _, r := range c.Nodes {
 		if err := waitClusterOK(ctx, r.Addr); err != nil {
-			logTail(t, filepath.Join(r.dir, "redis.log"))
-			t.Fatalf("cluster node %s: %v", r.Addr, err)
+			t.Fatalf("cluster node %s: %v%s", r.Addr, err, r.proc.LogTail(20))
 		}
 	}
 	return c

@@ -2,19 +2,13 @@
 package testutil
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
+	"errors"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate-dev/floodgate/internal/redisproc"
 )
 
 // Redis is a private redis-server process started for one test.
@@ -23,8 +17,7 @@ type Redis struct {
 	Addr string
 	// Port is the server's TCP port.
 	Port int
-	cmd  *exec.Cmd
-	dir  string
+	proc *redisproc.Proc
 	args []string
 }
 
@@ -47,47 +40,31 @@ func (r *Redis) Client(t testing.TB) *redis.Client {
 // skipping it, so CI cannot go green without the real component.
 func StartRedis(t testing.TB, extra ...string) *Redis {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not found on PATH (install Debian's redis-server): %v", err)
-	}
-	dir := t.TempDir()
-	port := FreePort(t)
-	args := append([]string{
-		"--port", strconv.Itoa(port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", dir,
-		"--logfile", filepath.Join(dir, "redis.log"),
-	}, extra...)
-	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, dir: dir, args: args}
-	r.start(t, bin)
+	r := &Redis{args: extra}
+	r.start(t, 0)
 	t.Cleanup(func() { r.Stop() })
 	return r
 }
 
-func (r *Redis) start(t testing.TB, bin string) {
+func (r *Redis) start(t testing.TB, port int) {
 	t.Helper()
-	r.cmd = exec.Command(bin, r.args...)
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
+	p, err := redisproc.Start(context.Background(), redisproc.Options{Port: port, Args: r.args})
+	if errors.Is(err, redisproc.ErrNotFound) {
+		t.Fatalf("redis-server not found on PATH (install Debian's redis-server): %v", err)
 	}
-	if err := waitRedis(r.Addr, 10*time.Second); err != nil {
-		logTail(t, filepath.Join(r.dir, "redis.log"))
-		t.Fatalf("redis-server on %s: %v", r.Addr, err)
+	if err != nil {
+		t.Fatal(err)
 	}
+	r.proc, r.Addr, r.Port = p, p.Addr, p.Port
 }
 
 // Stop kills the server process (as a crash would) and waits for it to exit.
 // It is safe to call more than once.
 func (r *Redis) Stop() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
+	if r.proc != nil {
+		r.proc.Stop()
+		r.proc = nil
 	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
 }
 
 // Restart starts the server again on the same port after Stop, with an empty
@@ -95,53 +72,15 @@ func (r *Redis) Stop() {
 func (r *Redis) Restart(t testing.TB) {
 	t.Helper()
 	r.Stop()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.start(t, bin)
-}
-
-func waitRedis(addr string, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	var err error
-	for ctx.Err() == nil {
-		if err = c.Ping(ctx).Err(); err == nil {
-			return nil
-		}
-		// Polling a port that is coming up: there is no event to wait on.
-		time.Sleep(10 * time.Millisecond)
-	}
-	return err
+	r.start(t, r.Port)
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := redisproc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func logTail(t testing.TB, path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var lines []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		lines = append(lines, s.Text())
-	}
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	t.Logf("redis log:\n%s", strings.Join(lines, "\n"))
+	return port
 }
