@@ -258,11 +258,11 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		w.record(ctx, p, queue.Failed, "unknown_kind", nil)
 		return fmt.Errorf("worker: unknown kind %q: %w", p.Kind, asynq.SkipRetry)
 	}
-	attempt := newAttempt()
 	if w.cfg.Dispatcher == nil && p.Expired(w.cfg.Now()) {
 		w.record(ctx, p, queue.Expired, "ttl", nil)
 		return nil
 	}
+	attempt := newAttempt()
 	// With a guard, Dispatch also checks the TTL, on Redis time.
 	if w.cfg.Dispatcher != nil {
 		v, err := w.dispatch(ctx, p, attempt)
@@ -305,9 +305,10 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		// Temporary: release the claim so the retry may send again, with
 		// the same Message-ID.
-		w.settle(ctx, p, attempt, "", reasonOf(err))
-		w.metrics.retries.WithLabelValues(p.Kind, reasonOf(err)).Inc()
-		w.observe(p, "", reasonOf(err))
+		reason := reasonOf(err)
+		w.settle(ctx, p, attempt, "", reason)
+		w.metrics.retries.WithLabelValues(p.Kind, reason).Inc()
+		w.observe(p, "", reason)
 		return err
 	}
 }
@@ -417,7 +418,7 @@ func reasonOf(err error) string {
 
 // settle tells the guard how the attempt ended and records the outcome.
 func (w *Worker) settle(ctx context.Context, p *queue.Payload, attempt string, o queue.Outcome, reason string) {
-	if w.cfg.Dispatcher != nil && (attempt != "" || o.Terminal()) {
+	if w.cfg.Dispatcher != nil {
 		// A cancelled attempt context must not stop the outcome reaching Redis.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		err := w.cfg.Dispatcher.Settle(sctx, p, attempt, o, reason)
