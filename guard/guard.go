@@ -333,14 +333,10 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	copy(args, pl.admitArgs)
 	args[3], args[4], args[6] = rkeys.Recipient(a.Kind, canon), rkeys.Source(a.Kind, a.Source), rkeys.Suppression(canon)
 	args = append(args, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh)
-	res, err := g.evalsha(ctx, pl.admit, args).Text()
+	res, sfx, err := g.reply(ctx, "admit", a.Kind, a.ID, rh, g.evalsha(ctx, pl.admit, args))
 	if err != nil {
-		err = opError(ctx, "admit", err)
-		g.log.LogAttrs(ctx, slog.LevelWarn, "guard admit failed", slog.String("kind", a.Kind),
-			slog.String("task_id", a.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
 		return queue.Verdict{}, err
 	}
-	res, sfx, _ := strings.Cut(res, "|")
 	g.breakerReply(ctx, pl, sfx)
 	outcome, reason, _ := strings.Cut(res, ":")
 	var v queue.Verdict
@@ -387,8 +383,7 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 	if !ok {
 		dl = g.domains["default"]
 	}
-	cp := *p
-	body, err := cp.Encode()
+	body, err := p.Bytes()
 	if err != nil {
 		return queue.Verdict{}, fmt.Errorf("guard: dispatch: %w", err)
 	}
@@ -397,14 +392,10 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 		pl.infoKey, pl.countKey, pl.sendPaceKey, pl.paceKey}
 	args := []any{rkeys.AttemptValue(attempt), pl.lease, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
 		g.global[0], g.global[1], dl[0], dl[1], p.ID, body, g.sampleFlag(), rh, g.logLen}
-	res, err := pl.dispatch.Run(ctx, g.rdb, keys, args...).Text()
+	res, sfx, err := g.reply(ctx, "dispatch", p.Kind, p.ID, rh, pl.dispatch.Run(ctx, g.rdb, keys, args...))
 	if err != nil {
-		err = opError(ctx, "dispatch", err)
-		g.log.LogAttrs(ctx, slog.LevelWarn, "guard dispatch failed", slog.String("kind", p.Kind),
-			slog.String("task_id", p.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
 		return queue.Verdict{}, err
 	}
-	res, sfx, _ := strings.Cut(res, "|")
 	g.breakerReply(ctx, pl, sfx)
 	outcome, reason, _ := strings.Cut(res, ":")
 	var v queue.Verdict
@@ -476,14 +467,10 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 	relay := relayResult(o, reason)
 	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
 		g.sampleFlag(), rh, p.ID, g.logLen, relay}
-	res, err := pl.settle.Run(ctx, g.rdb, keys, args...).Text()
+	res, sfx, err := g.reply(ctx, "settle", p.Kind, p.ID, rh, pl.settle.Run(ctx, g.rdb, keys, args...))
 	if err != nil {
-		err = opError(ctx, "settle", err)
-		g.log.LogAttrs(ctx, slog.LevelWarn, "guard settle failed", slog.String("kind", p.Kind),
-			slog.String("task_id", p.ID), slog.String("rcpt_hash", rh), slog.Any("err", err))
 		return err
 	}
-	res, sfx, _ := strings.Cut(res, "|")
 	if relay != "" && res == "recorded" {
 		// Only then did the script read the breaker.
 		g.breakerReply(ctx, pl, sfx)
@@ -492,6 +479,21 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 		g.record(ctx, "settle", p.Kind, p.ID, rh, o, reason)
 	}
 	return nil
+}
+
+// reply reads a decision script's reply and splits it into the decision
+// and the breaker's part. A Redis error is wrapped (fail closed), logged
+// with the email's id and recipient hash, and returned.
+func (g *Guard) reply(ctx context.Context, op, kind, id, rh string, cmd *redis.Cmd) (res, breaker string, err error) {
+	s, err := cmd.Text()
+	if err != nil {
+		err = opError(ctx, op, err)
+		g.log.LogAttrs(ctx, slog.LevelWarn, "guard "+op+" failed", slog.String("kind", kind),
+			slog.String("task_id", id), slog.String("rcpt_hash", rh), slog.Any("err", err))
+		return "", "", err
+	}
+	res, breaker, _ = strings.Cut(s, "|")
+	return res, breaker, nil
 }
 
 // record counts a decision in the process's metrics and logs it.

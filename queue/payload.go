@@ -29,12 +29,25 @@ type Payload struct {
 	Data       map[string]string `json:"data,omitempty"`
 	EnqueuedAt time.Time         `json:"enqueued_at"`
 	ExpiresAt  time.Time         `json:"expires_at"`
+
+	raw []byte // the wire form DecodePayload read, if any
 }
 
 // Encode returns the payload's wire form.
 func (p *Payload) Encode() ([]byte, error) {
 	p.V = payloadVersion
 	return json.Marshal(p)
+}
+
+// Bytes returns the payload's wire form without encoding it again: the
+// bytes [DecodePayload] read (fields changed since are not reflected), or
+// a fresh encoding for a payload built in code. It does not change p.
+func (p *Payload) Bytes() ([]byte, error) {
+	if p.raw != nil {
+		return p.raw, nil
+	}
+	cp := *p
+	return cp.Encode()
 }
 
 // Expired reports whether the email outlived its TTL at now.
@@ -60,5 +73,6 @@ func DecodePayload(b []byte) (*Payload, error) {
 	if _, err := NormalizeName(p.Name); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrPayload, err)
 	}
+	p.raw = b
 	return &p, nil
 }

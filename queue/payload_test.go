@@ -26,3 +26,19 @@ func TestDecodePayload(t *testing.T) {
 		}
 	}
 }
+
+func TestPayloadBytes(t *testing.T) {
+	p := &Payload{ID: "x", Kind: "k", To: "a@example.com", ExpiresAt: time.Unix(1e9, 0).UTC()}
+	b, err := p.Bytes()
+	if err != nil || p.V != 0 {
+		t.Fatalf("Bytes() = %v, and set V to %d: it must not change p", err, p.V)
+	}
+	d, err := DecodePayload(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := d.Bytes()
+	if err != nil || string(again) != string(b) {
+		t.Fatalf("decoded Bytes() = %q, %v, want the bytes it was read from %q", again, err, b)
+	}
+}
