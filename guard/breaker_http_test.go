@@ -2,14 +2,10 @@ package guard
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,24 +22,7 @@ kinds:
 `, Config{})
 	ts := httptest.NewServer(g.Handler())
 	defer ts.Close()
-	do := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		var rd io.Reader
-		if body != "" {
-			rd = strings.NewReader(body)
-		}
-		req, _ := http.NewRequest(method, ts.URL+path, rd)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		return resp.StatusCode, m
-	}
+	do := apiCaller(t, ts.URL)
 
 	code, m := do("GET", "/v1/breakers", "")
 	list, _ := m["breakers"].([]any)

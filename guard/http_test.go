@@ -18,24 +18,7 @@ func TestHandler(t *testing.T) {
 	ts := httptest.NewServer(g.Handler())
 	defer ts.Close()
 
-	do := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		var rd io.Reader
-		if body != "" {
-			rd = strings.NewReader(body)
-		}
-		req, _ := http.NewRequest(method, ts.URL+path, rd)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		return resp.StatusCode, m
-	}
+	do := apiCaller(t, ts.URL)
 
 	code, m := do("GET", "/v1/stats", "")
 	kinds, _ := m["kinds"].(map[string]any)
@@ -75,5 +58,28 @@ func TestHandler(t *testing.T) {
 	srv.Stop()
 	if code, _ = do("GET", "/v1/stats", ""); code != 503 {
 		t.Errorf("stats with Redis down = %d, want 503", code)
+	}
+}
+
+// apiCaller returns a function that sends one request to the admin API at
+// base and decodes its JSON answer.
+func apiCaller(t *testing.T, base string) func(method, path, body string) (int, map[string]any) {
+	return func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, base+path, rd)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		return resp.StatusCode, m
 	}
 }
