@@ -2,7 +2,6 @@ package guard
 
 import (
 	"context"
-	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -42,10 +41,7 @@ func BenchmarkAdmitBreaker(b *testing.B) {
 			reportServerTime(b, rc, func() {
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
-						i := seq.Add(1)
-						a := &queue.Admission{ID: newID(), Kind: queue.KindPasswordReset, Payload: payload,
-							To: "user" + strconv.FormatInt(i, 10) + "@example.com", Source: "10.0." + strconv.FormatInt(i%100000, 10)}
-						if _, err := g.Admit(ctx, a); err != nil {
+						if _, err := g.Admit(ctx, benchAdmission(&seq, payload)); err != nil {
 							b.Error(err)
 							return
 						}
