@@ -209,18 +209,8 @@ func TestRejectRatio(t *testing.T) {
 }
 
 func TestSlowReplyWaitsAndShutdownReleasesIt(t *testing.T) {
-	s, err := New(Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-", SlowDelay: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c, err := smtp.Dial(s.SMTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := startSink(t, Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-", SlowDelay: time.Hour})
+	c := dial(t, s)
 
 	sent := make(chan error, 1)
 	go func() {
@@ -416,13 +406,7 @@ func TestWait(t *testing.T) {
 }
 
 func TestWaitEndsOnShutdown(t *testing.T) {
-	s, err := New(Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s := startSink(t, Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Wait(context.Background(), 1, Query{})
@@ -437,22 +421,12 @@ func TestWaitEndsOnShutdown(t *testing.T) {
 }
 
 func TestShutdownIdempotent(t *testing.T) {
-	s, err := New(Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s := startSink(t, Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"})
 	if err := s.Start(); err == nil {
 		t.Error("second Start succeeded")
 	}
 	// An idle client connection must not hold shutdown up.
-	c, err := smtp.Dial(s.SMTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, s)
 	if err := c.Noop(); err != nil {
 		t.Fatal(err)
 	}
@@ -486,18 +460,8 @@ func TestShutdownUnstarted(t *testing.T) {
 }
 
 func TestShutdownTimeoutClosesBusyConnections(t *testing.T) {
-	s, err := New(Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c, err := smtp.Dial(s.SMTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := startSink(t, Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
+	c := dial(t, s)
 	// Inside a transaction, so graceful shutdown would wait for it.
 	if err := c.Mail("a@example.org", nil); err != nil {
 		t.Fatal(err)
@@ -516,13 +480,7 @@ func TestShutdownTimeoutClosesBusyConnections(t *testing.T) {
 }
 
 func TestShutdownClosesBusyConnectionAfterReply(t *testing.T) {
-	s, err := New(Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s := startSink(t, Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
 	conn, err := net.Dial("tcp", s.SMTPAddr())
 	if err != nil {
 		t.Fatal(err)
@@ -570,6 +528,7 @@ func TestShutdownClosesBusyConnectionAfterReply(t *testing.T) {
 
 func TestNonLoopbackWarns(t *testing.T) {
 	var logs bytes.Buffer
+	// Not startSink: it would bind loopback.
 	s, err := New(Config{SMTPAddr: "0.0.0.0:0", HTTPAddr: "-", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
