@@ -84,21 +84,7 @@ func (c countingSender) Send(ctx context.Context, from string, to []string, msg 
 // waitNext blocks until email id has more than n recorded outcomes.
 func (e *env) waitNext(t *testing.T, id string, n int) []queue.Outcome {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		e.mu.Lock()
-		seq := append([]queue.Outcome(nil), e.outcomes[id]...)
-		e.mu.Unlock()
-		if len(seq) > n {
-			return seq
-		}
-		select {
-		case <-e.changed:
-		case <-ctx.Done():
-			t.Fatalf("email %s: no outcome after %v", id, seq)
-		}
-	}
+	return e.waitFor(t, id, func(seq []queue.Outcome) bool { return len(seq) > n })
 }
 
 type envOpt func(*worker.Config, *smtpsink.Config)
@@ -217,19 +203,26 @@ func (e *env) observe(p *queue.Payload, o queue.Outcome, _ string) {
 // whole sequence of outcomes it went through.
 func (e *env) waitOutcome(t *testing.T, id string) []queue.Outcome {
 	t.Helper()
+	return e.waitFor(t, id, func(seq []queue.Outcome) bool { return len(seq) > 0 && seq[len(seq)-1].Terminal() })
+}
+
+// waitFor blocks until the outcomes recorded for email id satisfy done,
+// woken by each new outcome, and returns them.
+func (e *env) waitFor(t *testing.T, id string, done func([]queue.Outcome) bool) []queue.Outcome {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for {
 		e.mu.Lock()
 		seq := append([]queue.Outcome(nil), e.outcomes[id]...)
 		e.mu.Unlock()
-		if len(seq) > 0 && seq[len(seq)-1].Terminal() {
+		if done(seq) {
 			return seq
 		}
 		select {
 		case <-e.changed:
 		case <-ctx.Done():
-			t.Fatalf("email %s: no terminal outcome, saw %v", id, seq)
+			t.Fatalf("email %s: outcomes %v, still waiting", id, seq)
 		}
 	}
 }
