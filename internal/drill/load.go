@@ -143,17 +143,8 @@ func (a *attacker) run(ctx context.Context, start time.Time) {
 				if i >= int64(a.cfg.Attack) {
 					return
 				}
-				if a.cfg.AttackRate > 0 {
-					at := start.Add(time.Duration(float64(i) / a.cfg.AttackRate * float64(time.Second)))
-					if d := time.Until(at); d > 0 {
-						t := time.NewTimer(d)
-						select {
-						case <-ctx.Done():
-							t.Stop()
-							return
-						case <-t.C:
-						}
-					}
+				if a.cfg.AttackRate > 0 && !sleepUntil(ctx, paced(start, i, a.cfg.AttackRate)) {
+					return
 				}
 				r, err := a.client.Enqueue(ctx, queue.Email{
 					Kind:   queue.KindPasswordReset,
@@ -221,16 +212,7 @@ func (l *legit) pace(ctx context.Context, rate float64, send func(ctx context.Co
 	// counted.
 	sendCtx := context.WithoutCancel(ctx)
 	for n := 0; ; n++ {
-		at := start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
-		if d := time.Until(at); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		} else if ctx.Err() != nil {
+		if !sleepUntil(ctx, paced(start, int64(n), rate)) {
 			return
 		}
 		l.wg.Add(1)
@@ -280,5 +262,26 @@ func (l *legit) record(r queue.Receipt, err error, class string, phase int, at t
 	}
 	if err == nil && r.Accepted() {
 		l.admitted[r.ID] = legitRequest{class: class, phase: phase, at: at}
+	}
+}
+
+// paced returns when the n-th of a series at rate per second is due.
+func paced(start time.Time, n int64, rate float64) time.Time {
+	return start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
+}
+
+// sleepUntil waits until at and reports whether ctx is still live.
+func sleepUntil(ctx context.Context, at time.Time) bool {
+	d := time.Until(at)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
