@@ -42,8 +42,8 @@ func TestAdminAPIContract(t *testing.T) {
 	if b, err = c.Reset(ctx, queue.KindPasswordReset); err != nil || b.State != adminapi.StateClosed || b.Reason != "" {
 		t.Errorf("Reset = %+v, %v", b, err)
 	}
-	if n, err := c.Release(ctx, queue.KindPasswordReset, 0); err != nil || n != 0 {
-		t.Errorf("Release = %d, %v", n, err)
+	if r, err := c.Release(ctx, queue.KindPasswordReset, guard.ReleaseOptions{}); err != nil || r.Released != 0 {
+		t.Errorf("Release = %+v, %v", r, err)
 	}
 	if n, err := c.Purge(ctx, queue.KindPasswordReset); err != nil || n != 0 {
 		t.Errorf("Purge = %d, %v", n, err)

@@ -293,9 +293,9 @@ func TestRecipientLogEncoding(t *testing.T) {
 func TestAdmitBreakerModes(t *testing.T) {
 	g, rc, _ := newTestGuard(t, `
 kinds:
-  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { open: hold, hold_max: 2 } }
-  verify_email: { breaker: { open: shed } }
-  notification: { breaker: { open: clamp, probe: 1/1h } }
+  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { learn: { warmup: 0 }, open: hold, hold_max: 2 } }
+  verify_email: { breaker: { learn: { warmup: 0 }, open: shed } }
+  notification: { breaker: { learn: { warmup: 0 }, open: clamp, probe: 1/1h } }
 `, Config{})
 	ctx := context.Background()
 	for _, k := range []string{queue.KindPasswordReset, queue.KindVerifyEmail, queue.KindNotification} {
@@ -311,8 +311,8 @@ kinds:
 	if n, _ := rc.HLen(ctx, rkeys.Held(queue.KindPasswordReset)).Result(); n != 2 {
 		t.Errorf("held %d emails, want 2", n)
 	}
-	if p, _ := rc.HGet(ctx, rkeys.Held(queue.KindPasswordReset), h1.ID).Result(); p != "a"+string(h1.Payload) {
-		t.Errorf("held payload %q, want %q", p, "a"+string(h1.Payload))
+	if p, _ := rc.HGet(ctx, rkeys.Held(queue.KindPasswordReset), h1.ID).Result(); p[0] != 'a' || string(heldPayload(p)) != string(h1.Payload) {
+		t.Errorf("held entry %q, want \"a\", the expiry and %q", p, h1.Payload)
 	}
 	wantVerdict(t, "shed", admit(t, g, adm(queue.KindVerifyEmail, "s@example.com", "")), queue.Shed, "breaker")
 	// Clamp lets the baseline rate through (none learned: the probe rate).

@@ -30,7 +30,7 @@ const benchParallelism = 8 // goroutines per GOMAXPROCS
 // above any benchmark's rate: the breaker counts and checks every request
 // but stays closed, so a flood of distinct recipients measures admission,
 // not the held area (BenchmarkAdmitBreaker measures an open breaker).
-const benchPolicy = "kinds: { password_reset: { breaker: { floor: 1000000/1s } } }\n"
+const benchPolicy = "kinds: { password_reset: { breaker: { learn: { warmup: 0 }, floor: 1000000/1s } } }\n"
 
 // serverTime returns the Redis CPU time spent in EVALSHA so far
 // (INFO commandstats), so a benchmark can report server µs per op, which

@@ -3,20 +3,15 @@ package guard
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/floodgate-dev/floodgate/internal/pii"
 	"github.com/floodgate-dev/floodgate/internal/rkeys"
-	"github.com/floodgate-dev/floodgate/queue"
 )
 
 // Breaker states: the values of [BreakerState].State and of a
@@ -38,9 +33,20 @@ const (
 	ReasonRelay = "relay"
 	// ReasonManual: an operator tripped or reset it.
 	ReasonManual = "manual"
+	// ReasonCeiling: the eligible rate reached the kind's rate ceiling.
+	ReasonCeiling = "ceiling"
+	// ReasonBudget: the new recipients of the budget period reached the
+	// kind's budget.
+	ReasonBudget = "budget"
+	// ReasonRedemption: the share of sent emails whose link is used
+	// collapsed against its learned value.
+	ReasonRedemption = "redemption"
+	// ReasonReports: recipients reported emails they did not ask for.
+	ReasonReports = "reports"
 )
 
-var reasonCodes = map[string]string{"s": ReasonSurge, "f": ReasonRefusals, "r": ReasonRelay, "m": ReasonManual}
+var reasonCodes = map[string]string{"s": ReasonSurge, "f": ReasonRefusals, "r": ReasonRelay, "m": ReasonManual,
+	"c": ReasonCeiling, "b": ReasonBudget, "x": ReasonRedemption, "p": ReasonReports}
 
 var stateCodes = map[string]string{"c": BreakerClosed, "o": BreakerOpen, "h": BreakerHalfOpen}
 
@@ -60,10 +66,28 @@ type BreakerState struct {
 	// Rate is the kind's request rate over the breaker's window, and
 	// Baseline its learned baseline, in requests per second.
 	Rate, Baseline float64
-	// Threshold is the request rate above which the surge trip fires
+	// Threshold is the eligible rate above which the surge trip fires
 	// (max(surge_factor × baseline, floor)); zero when the surge trip is
-	// off.
+	// off, as while the kind is warming up.
 	Threshold float64
+	// Ceiling is the eligible rate at which the ceiling trip fires, in
+	// requests per second; zero when off.
+	Ceiling float64
+	// Budget is the budget of new recipients per BudgetPeriod, and
+	// BudgetUsed how many of it the sliding period used; zero when off.
+	Budget, BudgetUsed int64
+	BudgetPeriod       time.Duration
+	// Redemption is the learned share of sent emails whose link is used;
+	// -1 until it is established (the application does not confirm, or
+	// not for long enough).
+	Redemption float64
+	// Warming reports whether the kind is still warming up (learning;
+	// the surge trip does not fire), and Born when it started.
+	Warming bool
+	Born    time.Time
+	// LaneRate is the rate each lane of the open breaker lets through, in
+	// emails per second (zero when closed).
+	LaneRate float64
 	// Held is the number of emails parked in the held area.
 	Held int64
 	// Releasing is the number of released emails not yet handed to the
@@ -80,26 +104,39 @@ type BreakerState struct {
 }
 
 type breakerJSON struct {
-	Kind      string      `json:"kind"`
-	State     string      `json:"state"`
-	Mode      BreakerMode `json:"mode"`
-	Reason    string      `json:"reason"`
-	Since     string      `json:"since"`
-	Rate      float64     `json:"rate"`
-	Baseline  float64     `json:"baseline"`
-	Threshold float64     `json:"threshold"`
-	Held      int64       `json:"held"`
-	Releasing int64       `json:"releasing"`
-	OpenedAt  string      `json:"opened_at"`
-	Until     string      `json:"until"`
-	Level     int         `json:"level"`
+	Kind         string      `json:"kind"`
+	State        string      `json:"state"`
+	Mode         BreakerMode `json:"mode"`
+	Reason       string      `json:"reason"`
+	Since        string      `json:"since"`
+	Rate         float64     `json:"rate"`
+	Baseline     float64     `json:"baseline"`
+	Threshold    float64     `json:"threshold"`
+	Ceiling      float64     `json:"ceiling"`
+	Budget       int64       `json:"budget"`
+	BudgetUsed   int64       `json:"budget_used"`
+	BudgetPeriod string      `json:"budget_period"`
+	Redemption   float64     `json:"redemption"`
+	Warming      bool        `json:"warming"`
+	Born         string      `json:"born"`
+	LaneRate     float64     `json:"lane_rate"`
+	Held         int64       `json:"held"`
+	Releasing    int64       `json:"releasing"`
+	OpenedAt     string      `json:"opened_at"`
+	Until        string      `json:"until"`
+	Level        int         `json:"level"`
 }
 
 // MarshalJSON writes the admin API form: times in RFC 3339 with
-// nanoseconds, or "" when zero.
+// nanoseconds, or "" when zero; the budget period as a duration ("24h").
 func (b BreakerState) MarshalJSON() ([]byte, error) {
+	period := ""
+	if b.BudgetPeriod > 0 {
+		period = formatDuration(b.BudgetPeriod)
+	}
 	return json.Marshal(breakerJSON{b.Kind, b.State, b.Mode, b.Reason, formatTime(b.Since), b.Rate, b.Baseline,
-		b.Threshold, b.Held, b.Releasing, formatTime(b.OpenedAt), formatTime(b.Until), b.Level})
+		b.Threshold, b.Ceiling, b.Budget, b.BudgetUsed, period, b.Redemption, b.Warming, formatTime(b.Born), b.LaneRate,
+		b.Held, b.Releasing, formatTime(b.OpenedAt), formatTime(b.Until), b.Level})
 }
 
 // UnmarshalJSON reads the admin API form.
@@ -109,12 +146,18 @@ func (b *BreakerState) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	*b = BreakerState{Kind: j.Kind, State: j.State, Mode: j.Mode, Reason: j.Reason, Rate: j.Rate, Baseline: j.Baseline,
-		Threshold: j.Threshold, Held: j.Held, Releasing: j.Releasing, Level: j.Level}
+		Threshold: j.Threshold, Ceiling: j.Ceiling, Budget: j.Budget, BudgetUsed: j.BudgetUsed, Redemption: j.Redemption,
+		Warming: j.Warming, LaneRate: j.LaneRate, Held: j.Held, Releasing: j.Releasing, Level: j.Level}
 	var err error
+	if j.BudgetPeriod != "" {
+		if b.BudgetPeriod, err = parseDuration(j.BudgetPeriod); err != nil {
+			return fmt.Errorf("guard: breaker: %w", err)
+		}
+	}
 	for _, f := range []struct {
 		s   string
 		out *time.Time
-	}{{j.Since, &b.Since}, {j.OpenedAt, &b.OpenedAt}, {j.Until, &b.Until}} {
+	}{{j.Since, &b.Since}, {j.OpenedAt, &b.OpenedAt}, {j.Until, &b.Until}, {j.Born, &b.Born}} {
 		if f.s == "" {
 			continue
 		}
@@ -173,26 +216,79 @@ func breakerConfig(kp KindPolicy) rkeys.BreakerConfig {
 		}
 		return float64(r.N) * float64(w) / float64(r.Per)
 	}
-	probe := int64(1)
-	if b.Probe.N > 0 {
-		probe = max(b.Probe.Per.Microseconds()/int64(b.Probe.N), 1)
+	interval := func(r Rate) int64 {
+		if r.N <= 0 {
+			return 0
+		}
+		return max(r.Per.Microseconds()/int64(r.N), 1)
 	}
-	return rkeys.BreakerConfig{
-		WindowMS:      max(w.Milliseconds(), 1),
-		FloorCount:    perWindow(b.Floor),
-		SurgeFactor:   b.SurgeFactor,
-		Alpha:         math.Min(float64(w)/float64(max(b.Baseline, w)), 1),
-		RefusalRatio:  b.RefusalRatio,
-		RefusalCount:  perWindow(b.RefusalMin),
-		RelayFailures: b.RelayFailures,
-		RelayRatio:    b.RelayRatio,
-		CooldownMS:    max(b.Cooldown.Milliseconds(), 1),
-		MaxCooldownMS: max(b.EffectiveMaxCooldown().Milliseconds(), b.Cooldown.Milliseconds(), 1),
-		ProbeUS:       probe,
-		Mode:          string(b.Open),
-		HoldMax:       b.HoldMax,
-		HoldTTLMS:     max(kp.TTL.Milliseconds(), 1),
+	probe := max(interval(b.Probe), 1)
+	c := rkeys.BreakerConfig{
+		WindowMS:       max(w.Milliseconds(), 1),
+		FloorCount:     perWindow(b.Floor),
+		SurgeFactor:    b.SurgeFactor,
+		Alpha:          math.Min(float64(w)/float64(max(b.Learn.Horizon, w)), 1),
+		WarmupMS:       b.Learn.Warmup.Milliseconds(),
+		DayMS:          max(b.Learn.Day.Milliseconds(), 1),
+		RisePerWindow:  b.Learn.MaxRise,
+		RisePerDay:     b.Learn.MaxDailyRise,
+		RefusalRatio:   b.RefusalRatio,
+		RefusalCount:   perWindow(b.RefusalMin),
+		RefusalSources: b.RefusalSources,
+		RelayFailures:  b.RelayFailures,
+		RelayRatio:     b.RelayRatio,
+		CooldownMS:     max(b.Cooldown.Milliseconds(), 1),
+		MaxCooldownMS:  max(b.EffectiveMaxCooldown().Milliseconds(), b.Cooldown.Milliseconds(), 1),
+		ProbeUS:        probe,
+		Mode:           string(b.Open),
+		HoldMax:        b.HoldMax,
+		HoldTTLMS:      max(kp.TTL.Milliseconds(), 1),
+		LaneUS:         interval(b.Lanes.Rate),
+		LaneMaxUS:      max(interval(b.Lanes.Min), 1),
+		LaneFactor:     b.Lanes.Factor,
+		LaneTrusted:    b.Lanes.Trusted,
+		LaneRerequest:  b.Lanes.Rerequest,
+		LaneRedeemed:   b.Lanes.Redeemed,
+		RerequestS:     int64(b.Lanes.RerequestAfter / time.Second),
+		CloseFactor:    b.CloseFactor,
 	}
+	ce := b.Ceilings
+	switch {
+	case ce.RateOff:
+	case ce.Rate.N > 0:
+		c.CeilingCount = math.Max(perWindow(ce.Rate), 1)
+	default:
+		minRate := ce.RateMin
+		if minRate == (Rate{}) {
+			minRate = Rate{b.Floor.N * 10, b.Floor.Per}
+		}
+		c.CeilingFactor, c.CeilingMinCount = ce.RateFactor, math.Max(perWindow(minRate), 1)
+		if c.CeilingFactor == 0 {
+			c.CeilingCount = c.CeilingMinCount
+		}
+	}
+	c.BudgetMS = max(ce.NewRecipientsMin.Per.Milliseconds(), c.WindowMS)
+	switch {
+	case ce.NewRecipientsOff:
+	case ce.NewRecipients.N > 0:
+		c.BudgetMS, c.BudgetCount = max(ce.NewRecipients.Per.Milliseconds(), c.WindowMS), float64(ce.NewRecipients.N)
+	default:
+		c.BudgetFactor, c.BudgetMin = ce.NewRecipientsFactor, float64(ce.NewRecipientsMin.N)
+		if c.BudgetFactor == 0 {
+			c.BudgetCount = c.BudgetMin
+		}
+	}
+	if r := b.Redemption; !r.Off {
+		c.RedeemBucketMS, c.RedeemLagMS = max(r.Bucket.Milliseconds(), 1), r.Lag.Milliseconds()
+		c.RedeemMin, c.RedeemSources, c.RedeemBuckets = r.MinSends, r.MinSources, r.Buckets
+		c.RedeemCollapse, c.RedeemNeed = r.Collapse, r.MinShare
+		c.RedeemAlpha = math.Min(float64(r.Bucket)/float64(max(b.Learn.Horizon, r.Bucket)), 1)
+		// The learned share keeps at least MaxDailyFall a day: per bucket,
+		// its bucket-th root.
+		c.RedeemFall = math.Pow(r.MaxDailyFall, float64(r.Bucket)/float64(max(b.Learn.Day, r.Bucket)))
+		c.ReportMin, c.ReportSources, c.ReportRatio = b.Reports.Min, b.Reports.Sources, b.Reports.Ratio
+	}
+	return c
 }
 
 // IsRelayFailure reports whether a temporary send failure with reason (the
@@ -307,6 +403,30 @@ func (g *Guard) transition(ctx context.Context, t BreakerTransition) {
 	}
 }
 
+// controlFields is the number of fields of the control script's reply
+// before its transitions; offCount is what the scripts write for a ceiling
+// that is off.
+const (
+	controlFields = 18
+	offCount      = 1e15
+)
+
+// Lanes of an open breaker: the values of an admitted [queue.Verdict]'s
+// Lane and of the release's counts.
+const (
+	// LaneTrusted: the request carried a trust signal the application
+	// verified ([queue.Email].Trust).
+	LaneTrusted = "trusted"
+	// LaneRerequest: the recipient had a held email and asked again.
+	LaneRerequest = "rerequest"
+	// LaneRedeemed: the source, or its group, had an email redeemed
+	// before the breaker opened.
+	LaneRedeemed = "redeemed"
+	// laneRelease marks an email released from hold, so that dispatch does
+	// not hold it again.
+	laneRelease = "release"
+)
+
 // control runs a kind's control script ("state", "trip" or "reset") and
 // reports the transitions it made, with note attached.
 func (g *Guard) control(ctx context.Context, op, kind, code, note string) (BreakerState, error) {
@@ -314,12 +434,12 @@ func (g *Guard) control(ctx context.Context, op, kind, code, note string) (Break
 	if err != nil {
 		return BreakerState{}, err
 	}
-	keys := []string{pl.breakerKey, pl.infoKey, pl.countKey, pl.refusedKey, pl.heldKey, pl.releasing, pl.paceKey, pl.sendPaceKey}
+	keys := append(slices.Clip(pl.bkeys), pl.heldKey, pl.releasing)
 	res, err := pl.control.Run(ctx, g.rdb, keys, op, code).Slice()
 	if err != nil {
 		return BreakerState{}, opError(ctx, "breaker "+op, err)
 	}
-	if len(res) < 11 {
+	if len(res) < controlFields {
 		return BreakerState{}, &OpError{Op: "breaker " + op, Err: fmt.Errorf("unexpected script reply %v", res)}
 	}
 	str := func(i int) string { return fmt.Sprint(res[i]) }
@@ -331,14 +451,30 @@ func (g *Guard) control(ctx context.Context, op, kind, code, note string) (Break
 		}
 		return time.Time{}
 	}
+	kp := g.policy.KindPolicies[kind]
+	w := kp.Breaker.Window.Seconds()
 	b := BreakerState{Kind: kind, State: stateCodes[str(0)], Mode: pl.mode, Reason: reasonCodes[str(1)], Since: ms(2),
-		OpenedAt: ms(3), Rate: flt(4), Baseline: flt(5), Held: num(6), Until: ms(7), Level: int(num(9)), Releasing: num(10)}
-	if kp := g.policy.KindPolicies[kind]; kp.Breaker.SurgeFactor > 0 {
-		b.Threshold = float64(num(8)) / kp.Breaker.Window.Seconds()
+		OpenedAt: ms(3), Rate: flt(4), Baseline: flt(5), Held: num(6), Until: ms(7), Level: int(num(9)), Releasing: num(10),
+		Redemption: flt(14), Warming: str(15) == "1", Born: ms(17)}
+	if t := num(8); t > 0 {
+		b.Threshold = float64(t) / w
+	}
+	if c := num(11); c > 0 && c < offCount {
+		b.Ceiling = float64(c) / w
+	}
+	if n := num(12); n > 0 && n < offCount {
+		b.Budget, b.BudgetUsed = n, num(13)
+		b.BudgetPeriod = max(kp.Breaker.Ceilings.NewRecipientsMin.Per, kp.Breaker.Window)
+		if kp.Breaker.Ceilings.NewRecipients.N > 0 {
+			b.BudgetPeriod = kp.Breaker.Ceilings.NewRecipients.Per
+		}
+	}
+	if li := num(16); b.State != BreakerClosed && li > 0 {
+		b.LaneRate = 1e6 / float64(li)
 	}
 	code0 := str(0) + str(1)
 	pl.state.Set(stateValue(code0))
-	for _, r := range res[11:] {
+	for _, r := range res[controlFields:] {
 		if t, ok := g.parseTransition(pl, fmt.Sprint(r)); ok {
 			t.Note = note
 			g.transition(ctx, t)
@@ -411,171 +547,4 @@ func cleanNote(s string) string {
 // [Guard.Purge].
 func (g *Guard) Reset(ctx context.Context, kind string) (BreakerState, error) {
 	return g.control(ctx, "reset", kind, "", "")
-}
-
-// heldBatch is how many held emails a release or purge handles per round
-// trip.
-const heldBatch = 256
-
-// Release puts up to limit held emails of kind (limit <= 0: all) back in
-// the queue and returns how many it queued. Each goes through the guard
-// again, so caps still apply:
-//
-//   - an email held at admission consumed no quota, so it is admitted
-//     again (suppression, the dedup window and the per-recipient windows;
-//     not the per-source windows, whose source is not kept, nor the
-//     breaker): a refusal is counted as that outcome instead of held, an
-//     admission consumes the recipient's quota and is counted admitted;
-//   - an email held at dispatch was admitted before: it is queued again.
-//
-// Either way the queued email then passes the dispatch guard (breaker,
-// global and per-domain rates, idempotency, expiry): release after
-// [Guard.Reset], or an open breaker holds it again. A released email is not
-// a new request: Stats moves it from held to in flight (or to its refusal),
-// so requested = outcomes + in flight still holds. A release interrupted
-// between taking emails out of the held area and queueing them is finished
-// by the next Release; they count as in flight meanwhile.
-func (g *Guard) Release(ctx context.Context, kind string, limit int) (int, error) {
-	pl, err := g.plan("release", kind)
-	if err != nil {
-		return 0, err
-	}
-	released, err := g.finishRelease(ctx, pl)
-	if err != nil {
-		return released, err
-	}
-	refused := map[string]int{}
-	n, err := g.eachHeld(ctx, pl, "release", limit, func(id string, body []byte, res string) error {
-		if res != "queued:" {
-			refused[res]++
-			return nil
-		}
-		if err := g.enqueueReleased(ctx, pl, id, body); err != nil {
-			return err
-		}
-		released++
-		return nil
-	})
-	g.log.LogAttrs(ctx, slog.LevelInfo, "breaker release", slog.String("kind", kind), slog.Int("released", released),
-		slog.Int("taken", n), slog.Any("refused", refused))
-	return released, err
-}
-
-// Purge drops every held email of kind and returns how many; they are
-// counted shed (reason purged) instead of held.
-func (g *Guard) Purge(ctx context.Context, kind string) (int, error) {
-	pl, err := g.plan("purge", kind)
-	if err != nil {
-		return 0, err
-	}
-	n, err := g.eachHeld(ctx, pl, "purge", 0, nil)
-	g.log.LogAttrs(ctx, slog.LevelInfo, "breaker purge", slog.String("kind", kind), slog.Int("purged", n))
-	return n, err
-}
-
-// eachHeld runs the release script with op on up to limit held emails of
-// pl (limit <= 0: all), a batch per round trip, and calls f with each one
-// the script took and its reply. It returns how many were taken.
-func (g *Guard) eachHeld(ctx context.Context, pl *plan, op string, limit int, f func(id string, body []byte, res string) error) (int, error) {
-	if err := pl.release.Load(ctx, g.rdb).Err(); err != nil {
-		return 0, opError(ctx, op, err)
-	}
-	taken := 0
-	var cursor uint64
-	for {
-		kvs, next, err := g.rdb.HScan(ctx, pl.heldKey, cursor, "", heldBatch).Result()
-		if err != nil {
-			return taken, opError(ctx, op, err)
-		}
-		type item struct {
-			id   string
-			body []byte
-			cmd  *redis.Cmd
-		}
-		items := make([]item, 0, len(kvs)/2)
-		p := g.rdb.Pipeline()
-		for i := 0; i+1 < len(kvs) && (limit <= 0 || taken+len(items) < limit); i += 2 {
-			id, v := kvs[i], kvs[i+1]
-			body := []byte(v)
-			if v != "" && (v[0] == 'a' || v[0] == 'd') {
-				body = body[1:]
-			}
-			itemOp, rkey, ukey, rh := op, pl.heldKey, pl.heldKey, ""
-			if pp, err := queue.DecodePayload(body); err == nil {
-				canon := Canonical(pp.To, g.policy.RecipientRules)
-				rkey, ukey, rh = rkeys.Recipient(pl.name, canon), rkeys.Suppression(canon), pii.Hash(pp.To)
-			} else if op == "release" {
-				itemOp = "invalid"
-			}
-			keys := []string{rkey, ukey, pl.heldKey, pl.releasing, rkeys.Stats, rkeys.Decisions, pl.admittedKey, rkeys.Kinds, rkeys.Claim(id)}
-			items = append(items, item{id, body, pl.release.EvalSha(ctx, p, keys, rkeys.EmailTag(id), id, itemOp, rh)})
-		}
-		if len(items) > 0 {
-			if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-				return taken, opError(ctx, op, err)
-			}
-		}
-		for _, it := range items {
-			res, err := it.cmd.Text()
-			if err != nil {
-				return taken, opError(ctx, op, err)
-			}
-			if res == "gone:" {
-				continue
-			}
-			taken++
-			if f != nil {
-				if err := f(it.id, it.body, res); err != nil {
-					return taken, err
-				}
-			}
-		}
-		cursor = next
-		if cursor == 0 || (limit > 0 && taken >= limit) {
-			return taken, nil
-		}
-	}
-}
-
-// enqueueReleased queues a released email as an asynq task, as
-// queue.Client would, and takes it out of the releasing hash. A task id
-// conflict means an earlier, interrupted release already queued it.
-func (g *Guard) enqueueReleased(ctx context.Context, pl *plan, id string, body []byte) error {
-	p, err := queue.DecodePayload(body)
-	if err != nil {
-		// The script refuses undecodable payloads; one here was changed
-		// under us. Drop it from the releasing hash; it stays in flight.
-		g.log.Warn("guard: release: undecodable payload", "kind", pl.name, "task_id", id, "err", err)
-		return g.rdb.HDel(ctx, pl.releasing, id).Err()
-	}
-	_, err = g.queue.EnqueueContext(ctx, asynq.NewTask(queue.TypeEmail, body), queue.TaskOptions(p, pl.spec)...)
-	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("guard: release %s: enqueue: %w: %w", pl.name, ErrUnavailable, errors.New(err.Error()))
-	}
-	if err := g.rdb.HDel(ctx, pl.releasing, id).Err(); err != nil {
-		return opError(ctx, "release", err)
-	}
-	return nil
-}
-
-// finishRelease queues the emails an interrupted release took out of the
-// held area, and returns how many.
-func (g *Guard) finishRelease(ctx context.Context, pl *plan) (int, error) {
-	n := 0
-	var cursor uint64
-	for {
-		kvs, next, err := g.rdb.HScan(ctx, pl.releasing, cursor, "", heldBatch).Result()
-		if err != nil {
-			return n, opError(ctx, "release", err)
-		}
-		for i := 0; i+1 < len(kvs); i += 2 {
-			if err := g.enqueueReleased(ctx, pl, kvs[i], []byte(kvs[i+1])); err != nil {
-				return n, err
-			}
-			n++
-		}
-		if cursor = next; cursor == 0 {
-			return n, nil
-		}
-	}
 }

@@ -23,8 +23,8 @@ func BenchmarkAdmitBreaker(b *testing.B) {
 		trip      bool
 	}{
 		{"closed", benchPolicy, false},
-		{"open_hold", "kinds: { password_reset: { breaker: { open: hold, hold_max: 100000 } } }\n", true},
-		{"open_shed", "kinds: { password_reset: { breaker: { open: shed } } }\n", true},
+		{"open_hold", "kinds: { password_reset: { breaker: { learn: { warmup: 0 }, open: hold, hold_max: 100000 } } }\n", true},
+		{"open_shed", "kinds: { password_reset: { breaker: { learn: { warmup: 0 }, open: shed } } }\n", true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			rc.FlushAll(ctx)

@@ -72,8 +72,13 @@ kinds:
 	if code, m = do("POST", "/v1/breakers/password_reset/reset", ""); code != 200 || m["state"] != "closed" || m["held"] != 3.0 {
 		t.Errorf("reset = %d %v", code, m)
 	}
-	if code, m = do("POST", "/v1/breakers/password_reset/release?limit=1", ""); code != 200 || m["released"] != 1.0 {
-		t.Errorf("release?limit=1 = %d %v", code, m)
+	// By default only emails that pass a lane are released: none here.
+	if code, m = do("POST", "/v1/breakers/password_reset/release?dry_run=1", ""); code != 200 || m["released"] != 0.0 ||
+		m["lanes"].(map[string]any)["none"] != 3.0 {
+		t.Errorf("release?dry_run=1 = %d %v", code, m)
+	}
+	if code, m = do("POST", "/v1/breakers/password_reset/release?limit=1&all=1", ""); code != 200 || m["released"] != 1.0 {
+		t.Errorf("release?limit=1&all=1 = %d %v", code, m)
 	}
 	if code, _ = do("POST", "/v1/breakers/password_reset/release?limit=x", ""); code != 400 {
 		t.Errorf("release?limit=x = %d, want 400", code)
@@ -95,7 +100,7 @@ func TestBreakerConservation(t *testing.T) {
 global: { rate: 100000/1s }
 domains: { default: 100000/1s }
 kinds:
-  password_reset: { dedup_window: 0, per_recipient: [2/1h], per_source: [], breaker: { floor: 40/1m, hold_max: 100, cooldown: 1h } }
+  password_reset: { dedup_window: 0, per_recipient: [2/1h], per_source: [], breaker: { learn: { warmup: 0 }, floor: 40/1m, hold_max: 100, cooldown: 1h } }
 `
 	g1, rc, _ := newTestGuard(t, doc, Config{})
 	g2 := guardOn(t, rc, doc, Config{})
@@ -147,7 +152,7 @@ kinds:
 	if _, err := g2.Reset(ctx, queue.KindPasswordReset); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := g1.Release(ctx, queue.KindPasswordReset, 30); err != nil {
+	if _, err := g1.Release(ctx, queue.KindPasswordReset, ReleaseOptions{All: true, Limit: 30}); err != nil {
 		t.Fatal(err)
 	}
 	conserved(t, g1)
@@ -177,7 +182,7 @@ func TestBreakerCluster(t *testing.T) {
 global: { rate: 100000/1s }
 domains: { default: 100000/1s }
 kinds:
-  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { floor: 5/1m } }
+  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { learn: { warmup: 0 }, floor: 5/1m } }
 `, Config{OnTransition: tr.add})
 	ctx := context.Background()
 	for i := range 10 {
@@ -194,8 +199,8 @@ kinds:
 	if _, err := g.Reset(ctx, queue.KindPasswordReset); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := g.Release(ctx, queue.KindPasswordReset, 0); err != nil || n != 6 {
-		t.Errorf("Release = %d, %v", n, err)
+	if r, err := g.Release(ctx, queue.KindPasswordReset, ReleaseOptions{All: true}); err != nil || r.Released != 6 {
+		t.Errorf("Release = %+v, %v", r, err)
 	}
 	conserved(t, g)
 	slot, err := cc.ClusterKeySlot(ctx, rkeys.Stats).Result()

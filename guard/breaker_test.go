@@ -109,7 +109,7 @@ kinds:
     dedup_window: 0
     per_recipient: []
     per_source: []
-    breaker: { window: 1s, floor: 50/1s, surge_factor: 5, cooldown: 1h, open: hold }
+    breaker: { learn: { warmup: 0 }, window: 1s, floor: 50/1s, surge_factor: 5, cooldown: 1h, open: hold }
 `, Config{})
 	const total = 3000
 	var first time.Time
@@ -155,7 +155,7 @@ func TestBreakerBaseline(t *testing.T) {
 kinds:
   notification:
     per_recipient: []
-    breaker: { window: 100ms, baseline: 1s, floor: 30/100ms, surge_factor: 20, cooldown: 1h }
+    breaker: { learn: { warmup: 0 }, window: 100ms, baseline: 1s, floor: 30/100ms, surge_factor: 20, cooldown: 1h }
 `, Config{})
 	// At most 100 requests a second for 1.5 s: a pause, never a burst to
 	// catch up, so no window sees more than the floor.
@@ -186,7 +186,7 @@ func TestBreakerOtherKindsFlow(t *testing.T) {
 global: { rate: 100000/1s }
 domains: { default: 100000/1s }
 kinds:
-  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { floor: 20/1m, cooldown: 1h } }
+  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { learn: { warmup: 0 }, floor: 20/1m, cooldown: 1h } }
 `, Config{})
 	early := realAdm(t, queue.KindPasswordReset, "early@example.com", "")
 	wantVerdict(t, "before the surge", admit(t, g, early), queue.Queued, "")
@@ -213,7 +213,7 @@ kinds:
 func TestBreakerHoldBounded(t *testing.T) {
 	g, rc, _ := breakerGuard(t, `
 kinds:
-  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { hold_max: 50 } }
+  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { learn: { warmup: 0 }, hold_max: 50 } }
 `, Config{})
 	ctx := context.Background()
 	if _, err := g.Trip(ctx, queue.KindPasswordReset, ""); err != nil {
@@ -244,13 +244,17 @@ kinds:
 	if n != 50 || mem > int64(50*(size+200)) {
 		t.Errorf("held area: %d entries, %d bytes; want 50 entries of about %d bytes", n, mem, size)
 	}
-	if ttl := rc.PTTL(ctx, rkeys.Held(queue.KindPasswordReset)).Val(); ttl <= 0 || ttl > 30*time.Minute {
-		t.Errorf("held area TTL %v, want the kind's TTL (30m)", ttl)
+	if ttl := rc.PTTL(ctx, rkeys.Held(queue.KindPasswordReset)).Val(); ttl <= 0 || ttl > 30*time.Minute+rkeys.SweepMargin*time.Millisecond {
+		t.Errorf("held area TTL %v, want the kind's TTL (30m) and the sweep's margin", ttl)
 	}
-	// Only the fixed breaker keys exist besides the held area.
+	// Only the fixed breaker keys exist besides the held area, and one
+	// held marker per held recipient.
 	keys, _ := rc.Keys(ctx, rkeys.Tag+":b*").Result()
-	if len(keys) > 6 {
+	if len(keys) > len(rkeys.BreakerKeys(queue.KindPasswordReset))+3 {
 		t.Errorf("breaker keys %q", keys)
+	}
+	if markers, _ := rc.Keys(ctx, rkeys.Tag+"H*").Result(); len(markers) != 2000 {
+		t.Errorf("%d held markers, want one per recipient held or shed (2000)", len(markers))
 	}
 	t.Logf("held area: %d entries, %d bytes (payload %d bytes)", n, mem, size)
 }
@@ -265,7 +269,7 @@ kinds:
     dedup_window: 0
     per_recipient: []
     per_source: []
-    breaker: { window: 100ms, floor: 5/100ms, cooldown: 300ms, probe: 1/1h }
+    breaker: { learn: { warmup: 0 }, window: 100ms, floor: 5/100ms, cooldown: 300ms, probe: 1/1h }
 `, Config{})
 	// surge admits until the breaker opens.
 	surge := func() BreakerTransition {
@@ -324,7 +328,7 @@ kinds:
     dedup_window: 0
     per_recipient: []
     per_source: []
-    breaker: { window: 50ms, floor: 3/50ms, cooldown: 200ms, max_cooldown: 800ms, probe: 1/1h }
+    breaker: { learn: { warmup: 0 }, window: 50ms, floor: 3/50ms, cooldown: 200ms, max_cooldown: 800ms, probe: 1/1h }
 `, Config{})
 	start := time.Now()
 	i := 0
@@ -368,19 +372,30 @@ kinds:
 }
 
 // TestBreakerRefusals trips the breaker on the share of requests refused
-// by caps: one source enumerating recipients.
+// by caps, but only when the refusals come from many sources and go to many
+// recipients: one source enumerating recipients, or hammering one account,
+// is its own caps' business.
 func TestBreakerRefusals(t *testing.T) {
 	g, _, tr := breakerGuard(t, `
 kinds:
   password_reset:
     dedup_window: 0
-    per_recipient: []
+    per_recipient: [1/1h]
     per_source: [5/1h]
-    breaker: { surge_factor: 0, refusal_ratio: 0.5, refusal_min: 20/1m, cooldown: 1h }
+    per_group: {}
+    breaker: { learn: { warmup: 0 }, surge_factor: 0, refusal_ratio: 0.5, refusal_min: 20/1m, refusal_sources: 10, cooldown: 1h }
 `, Config{})
+	for i := range 200 {
+		admit(t, g, adm(queue.KindPasswordReset, fmt.Sprintf("e%d@example.com", i), "enumerator"))
+		admit(t, g, adm(queue.KindPasswordReset, "own@example.com", "hammer"))
+	}
+	if all := tr.list(); len(all) != 0 {
+		t.Fatalf("two sources moved the breaker: %+v", all)
+	}
+	// Many sources, each enumerating: the refusal trip fires.
 	var firstHeld int
-	for i := range 60 {
-		v := admit(t, g, adm(queue.KindPasswordReset, fmt.Sprintf("e%d@example.com", i), "enumerator"))
+	for i := range 400 {
+		v := admit(t, g, adm(queue.KindPasswordReset, fmt.Sprintf("f%d@example.com", i), fmt.Sprint("bot", i%40)))
 		if v.Outcome == queue.Held && firstHeld == 0 {
 			firstHeld = i
 		}
@@ -403,7 +418,7 @@ func TestRelayBreaker(t *testing.T) {
 global: { rate: 100000/1s }
 domains: { default: 100000/1s }
 kinds:
-  password_reset: { breaker: { relay_failures: 3, relay_ratio: 0, cooldown: 300ms, probe: 1/1h } }
+  password_reset: { breaker: { learn: { warmup: 0 }, relay_failures: 3, relay_ratio: 0, cooldown: 300ms, probe: 1/1h } }
 `, Config{})
 	attempt := func(to string) (*queue.Payload, queue.Verdict) {
 		p := realPayload(queue.KindPasswordReset, to)
@@ -464,7 +479,7 @@ func TestRelayBreakerRatio(t *testing.T) {
 global: { rate: 100000/1s }
 domains: { default: 100000/1s }
 kinds:
-  password_reset: { breaker: { relay_failures: 5, relay_ratio: 0.6, cooldown: 1h } }
+  password_reset: { breaker: { learn: { warmup: 0 }, relay_failures: 5, relay_ratio: 0.6, cooldown: 1h } }
 `, Config{})
 	for i := range 30 {
 		p := realPayload(queue.KindPasswordReset, fmt.Sprintf("r%d@example.com", i))
@@ -500,8 +515,9 @@ kinds:
 	if x := tr.wait(t, BreakerOpen); x.Note != "drill 42" || x.Reason != ReasonManual {
 		t.Errorf("transition %+v", x)
 	}
-	// Two held for one recipient (held emails consume no quota), three for
-	// others; one queued before the trip is held at dispatch.
+	// One held for a recipient who asks twice at once (the second is a
+	// duplicate of the held one), three for others; one queued before the
+	// trip is held at dispatch.
 	before := realAdm(t, queue.KindPasswordReset, "before@example.com", "")
 	if _, err := g.Reset(ctx, queue.KindPasswordReset); err != nil {
 		t.Fatal(err)
@@ -512,38 +528,47 @@ kinds:
 	}
 	bp, _ := queue.DecodePayload(before.Payload)
 	wantDispatch(t, "held at dispatch", dispatch(t, g, bp, "a"), false, queue.Held, "breaker")
-	for _, to := range []string{"twice@example.com", "twice@example.com", "a@example.com", "b@example.com", "c@example.com"} {
-		wantVerdict(t, "held "+to, admit(t, g, realAdm(t, queue.KindPasswordReset, to, "")), queue.Held, "breaker")
+	for i, to := range []string{"twice@example.com", "twice@example.com", "a@example.com", "b@example.com", "c@example.com"} {
+		v := admit(t, g, realAdm(t, queue.KindPasswordReset, to, ""))
+		if i == 1 {
+			wantVerdict(t, "asked again at once "+to, v, queue.Duplicate, "held")
+			continue
+		}
+		wantVerdict(t, "held "+to, v, queue.Held, "breaker")
 	}
-	if b := breakerOf(t, g, queue.KindPasswordReset); b.Held != 6 {
-		t.Errorf("held %d, want 6", b.Held)
+	if b := breakerOf(t, g, queue.KindPasswordReset); b.Held != 5 {
+		t.Errorf("held %d, want 5", b.Held)
 	}
 	conserved(t, g)
 
 	if _, err := g.Reset(ctx, queue.KindPasswordReset); err != nil {
 		t.Fatal(err)
 	}
-	n, err := g.Release(ctx, queue.KindPasswordReset, 2)
+	r1, err := g.Release(ctx, queue.KindPasswordReset, ReleaseOptions{All: true, Limit: 2})
+	n := r1.Released
 	if err != nil || n < 1 || n > 2 {
-		t.Fatalf("Release(limit 2) = %d, %v", n, err)
+		t.Fatalf("Release(all, limit 2) = %+v, %v", r1, err)
 	}
-	rest, err := g.Release(ctx, queue.KindPasswordReset, 0)
+	r2, err := g.Release(ctx, queue.KindPasswordReset, ReleaseOptions{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Six taken: the second email to twice@ is capped (one per hour).
+	rest := r2.Released
 	if n+rest != 5 {
-		t.Errorf("released %d + %d, want 5 (one capped by the recipient's window)", n, rest)
+		t.Errorf("released %d + %d, want 5", n, rest)
 	}
 	ks := stats(t, g, queue.KindPasswordReset)
-	if ks.Outcomes[queue.Held] != 0 || ks.Reasons[queue.Capped]["recipient"] != 1 || ks.InFlight != 5 {
+	if ks.Outcomes[queue.Held] != 0 || ks.Reasons[queue.Duplicate]["held"] != 1 || ks.InFlight != 5 {
 		t.Errorf("stats after release %+v", ks)
 	}
 	conserved(t, g)
+	// Released emails wait on the release queue, paced.
 	ins := asynq.NewInspectorFromRedisClient(rc)
-	tasks, err := ins.ListPendingTasks(queue.ClassSecurity.QueueName(), asynq.PageSize(100))
-	if err != nil || len(tasks) != 5 {
-		t.Fatalf("pending tasks %d, %v; want 5", len(tasks), err)
+	tasks, err := ins.ListPendingTasks(queue.ReleaseQueue, asynq.PageSize(100))
+	scheduled, err2 := ins.ListScheduledTasks(queue.ReleaseQueue, asynq.PageSize(100))
+	tasks = append(tasks, scheduled...)
+	if err != nil || err2 != nil || len(tasks) != 5 {
+		t.Fatalf("released tasks %d, %v %v; want 5", len(tasks), err, err2)
 	}
 	for _, task := range tasks {
 		p, err := queue.DecodePayload(task.Payload)
@@ -612,10 +637,10 @@ func TestBreakerReleaseInterrupted(t *testing.T) {
 	if b := breakerOf(t, g, queue.KindPasswordReset); b.Releasing != 1 {
 		t.Errorf("releasing %d, want 1", b.Releasing)
 	}
-	if n, err := g.Release(ctx, queue.KindPasswordReset, 0); err != nil || n != 1 {
-		t.Errorf("Release = %d, %v", n, err)
+	if r, err := g.Release(ctx, queue.KindPasswordReset, ReleaseOptions{}); err != nil || r.Released != 1 {
+		t.Errorf("Release = %+v, %v", r, err)
 	}
-	if info, err := asynq.NewInspectorFromRedisClient(rc).GetTaskInfo(queue.ClassSecurity.QueueName(), p.ID); err != nil || info.State != asynq.TaskStatePending {
+	if info, err := asynq.NewInspectorFromRedisClient(rc).GetTaskInfo(queue.ReleaseQueue, p.ID); err != nil || info.State != asynq.TaskStatePending {
 		t.Errorf("task %+v, %v", info, err)
 	}
 	if n, _ := rc.HLen(ctx, rkeys.Releasing(queue.KindPasswordReset)).Result(); n != 0 {
@@ -628,7 +653,7 @@ func TestBreakerReleaseInterrupted(t *testing.T) {
 func TestBreakerReadAppliesCooldown(t *testing.T) {
 	const doc = `
 kinds:
-  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { floor: 5/1m, cooldown: 100ms } }
+  password_reset: { dedup_window: 0, per_recipient: [], per_source: [], breaker: { learn: { warmup: 0 }, floor: 5/1m, cooldown: 100ms } }
 `
 	g1, rc, tr1 := breakerGuard(t, doc, Config{})
 	tr2 := newTransitions()
@@ -690,7 +715,7 @@ kinds:
 		t.Errorf("breaker: off = %+v", b)
 	}
 	want := defaultBreaker()
-	want.Window, want.Baseline, want.RefusalRatio, want.RefusalMin = 10*time.Second, 2*time.Hour, 0.8, Rate{10, time.Minute}
+	want.Window, want.Learn.Horizon, want.RefusalRatio, want.RefusalMin = 10*time.Second, 2*time.Hour, 0.8, Rate{10, time.Minute}
 	want.RelayFailures, want.RelayRatio, want.MaxCooldown, want.Probe, want.Open = 3, 0.5, time.Hour, Rate{2, time.Second}, BreakerClamp
 	if got := p.KindPolicies[queue.KindVerifyEmail].Breaker; got != want {
 		t.Errorf("verify_email breaker = %+v, want %+v", got, want)
@@ -702,7 +727,13 @@ kinds:
 		{"kinds:\n  password_reset:\n    breaker: on\n", "kinds.password_reset.breaker: must be a mapping or off"},
 		{"kinds:\n  password_reset:\n    breaker: { window: 1ms }\n", "kinds.password_reset.breaker.window: must be between 10ms and 1h"},
 		{"kinds:\n  password_reset:\n    breaker: { window: 2h }\n", "kinds.password_reset.breaker.window: must be between 10ms and 1h"},
-		{"kinds:\n  password_reset:\n    breaker: { baseline: 30s }\n", "kinds.password_reset.breaker.baseline: must be between the window (1m) and 744h"},
+		{"kinds:\n  password_reset:\n    breaker: { baseline: 30s }\n", "kinds.password_reset.breaker.learn.horizon: must be between the window (1m) and 366d"},
+		{"kinds:\n  password_reset:\n    breaker: { learn: { max_rise: 0 } }\n", "kinds.password_reset.breaker.learn.max_rise: must be in (0, 10]"},
+		{"kinds:\n  password_reset:\n    breaker: { ceilings: { rate: sometimes } }\n", `kinds.password_reset.breaker.ceilings.rate: rate "sometimes": want N/duration`},
+		{"kinds:\n  password_reset:\n    breaker: { ceilings: { new_recipients: 10/90s } }\n", "kinds.password_reset.breaker.ceilings.new_recipients: the period must be a multiple of the window (1m)"},
+		{"kinds:\n  password_reset:\n    breaker: { redemption: { collapse: 2 } }\n", "kinds.password_reset.breaker.redemption.collapse: must be in (0, 1]"},
+		{"kinds:\n  password_reset:\n    breaker: { lanes: { rerequest_after: 2h } }\n", "kinds.password_reset.breaker.lanes.rerequest_after: must be between 0 and the kind's ttl"},
+		{"kinds:\n  password_reset:\n    per_group: { v4/40: [1/1h] }\n", `kinds.password_reset.per_group.v4/40: group "v4/40": an IPv4 prefix is 8 to 32 bits`},
 		{"kinds:\n  password_reset:\n    breaker: { refusal_ratio: 1.5 }\n", "kinds.password_reset.breaker.refusal_ratio: must be 0 (off) or in (0, 1]"},
 		{"kinds:\n  password_reset:\n    breaker: { relay_failures: -1 }\n", "kinds.password_reset.breaker.relay_failures: must be between 0 (off) and 1000000"},
 		{"kinds:\n  password_reset:\n    breaker: { cooldown: 1h, max_cooldown: 10m }\n", "kinds.password_reset.breaker.max_cooldown: must be 0 (8 × cooldown) or between the cooldown and 744h"},

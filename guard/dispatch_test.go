@@ -171,9 +171,9 @@ func TestDispatchExpired(t *testing.T) {
 func TestDispatchBreakerModes(t *testing.T) {
 	g, rc, _ := newTestGuard(t, `
 kinds:
-  password_reset: { breaker: { open: hold, hold_max: 1 } }
-  notification: { breaker: { open: shed } }
-  verify_email: { breaker: { open: clamp, probe: 1/1h } }
+  password_reset: { breaker: { learn: { warmup: 0 }, open: hold, hold_max: 1 } }
+  notification: { breaker: { learn: { warmup: 0 }, open: shed } }
+  verify_email: { breaker: { learn: { warmup: 0 }, open: clamp, probe: 1/1h } }
 `, Config{})
 	ctx := context.Background()
 	for _, k := range []string{queue.KindPasswordReset, queue.KindNotification, queue.KindVerifyEmail} {
@@ -201,7 +201,7 @@ kinds:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back, err := queue.DecodePayload([]byte(held[1:])); err != nil || held[0] != 'd' || back.ID != p.ID {
+	if back, err := queue.DecodePayload(heldPayload(held)); err != nil || held[0] != 'd' || back.ID != p.ID {
 		t.Errorf("held payload %q: %v", held, err)
 	}
 }

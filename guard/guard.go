@@ -112,25 +112,30 @@ var _ queue.Admitter = (*Guard)(nil)
 
 // plan holds what the scripts need of one kind, formatted once.
 type plan struct {
-	name        string
-	spec        queue.KindSpec
-	mode        BreakerMode
-	admit       *redis.Script
-	admitArgs   []any // "evalsha", SHA, number of keys, keys; per-email keys nil
-	dispatch    *redis.Script
-	settle      *redis.Script
-	control     *redis.Script
-	release     *redis.Script
-	lease       string
+	name      string
+	spec      queue.KindSpec
+	policy    KindPolicy
+	mode      BreakerMode
+	admit     *redis.Script
+	admitArgs []any // "evalsha", SHA, number of keys, keys; per-email keys nil
+	dispatch  *redis.Script
+	settle    *redis.Script
+	feedback  *redis.Script
+	control   *redis.Script
+	release   *redis.Script
+	sweep     *redis.Script
+	lease     string
+	// groups are the kind's source-group prefixes, in the order of their
+	// keys in the admission script.
+	groups []GroupPrefix
+	// bkeys are the kind's breaker keys, KEYS[1..10] of every script.
+	bkeys       []string
 	breakerKey  string
-	infoKey     string
-	countKey    string
-	refusedKey  string
-	paceKey     string
-	sendPaceKey string
 	heldKey     string
 	releasing   string
 	admittedKey string
+	trustTTL    string
+	reportSup   string
 	// state is the floodgate_breaker_state gauge of the kind, set from
 	// every decision's reply.
 	state prometheus.Gauge
@@ -205,31 +210,44 @@ func New(cfg Config) (*Guard, error) {
 			lease = specs[name].AttemptTimeout() + leaseMargin
 		}
 		ac := admitConfig(name, kp, cfg.DecisionLogLen)
-		g.plans[name] = &plan{
+		pl := &plan{
 			name:        name,
 			spec:        specs[name],
+			policy:      kp,
 			mode:        kp.Breaker.Open,
 			admit:       rkeys.AdmitScript(ac),
 			dispatch:    rkeys.DispatchScript(name, ac.Breaker),
 			settle:      rkeys.SettleScript(name, ac.Breaker),
+			feedback:    rkeys.FeedbackScript(name, cfg.DecisionLogLen, ac.Breaker),
 			control:     rkeys.ControlScript(name, ac.Breaker),
 			release:     rkeys.ReleaseScript(ac),
+			sweep:       rkeys.SweepScript(name, ac.Breaker),
 			lease:       ms(lease),
+			bkeys:       rkeys.BreakerKeys(name),
 			breakerKey:  rkeys.Breaker(name),
-			infoKey:     rkeys.BreakerInfo(name),
-			countKey:    rkeys.BreakerCount(name),
-			refusedKey:  rkeys.BreakerRefused(name),
-			paceKey:     rkeys.BreakerPace(name),
-			sendPaceKey: rkeys.BreakerSendPace(name),
 			heldKey:     rkeys.Held(name),
 			releasing:   rkeys.Releasing(name),
 			admittedKey: rkeys.Admitted(name),
+			trustTTL:    ms(kp.TrustTTL),
+			reportSup:   strconv.FormatInt(kp.ReportSuppress.Milliseconds(), 10),
 			state:       m.breakerState.WithLabelValues(name),
 		}
-	}
-	for _, pl := range g.plans {
-		pl.admitArgs = []any{"evalsha", pl.admit.Hash(), "14", nil, nil, pl.breakerKey, nil, pl.heldKey, rkeys.Stats, rkeys.Decisions,
-			pl.admittedKey, rkeys.Kinds, pl.countKey, pl.refusedKey, pl.infoKey, pl.paceKey, pl.sendPaceKey}
+		for _, gl := range kp.PerGroup {
+			pl.groups = append(pl.groups, gl.Prefix)
+		}
+		// The admission script's keys: the fixed ones boxed once, nil
+		// where each email has its own (see Admit).
+		nkeys := 24 + len(pl.groups)
+		pl.admitArgs = []any{"evalsha", pl.admit.Hash(), strconv.Itoa(nkeys)}
+		for _, k := range pl.bkeys {
+			pl.admitArgs = append(pl.admitArgs, k)
+		}
+		pl.admitArgs = append(pl.admitArgs, nil, nil, nil, pl.heldKey, rkeys.Stats, rkeys.Decisions, pl.admittedKey, rkeys.Kinds,
+			nil, nil, nil, rkeys.Lane(name, 't'), rkeys.Lane(name, 'q'), rkeys.Lane(name, 'd'))
+		for range pl.groups {
+			pl.admitArgs = append(pl.admitArgs, nil)
+		}
+		g.plans[name] = pl
 	}
 	if n != nil {
 		n.start()
@@ -288,6 +306,19 @@ func admitConfig(name string, kp KindPolicy, logLen int) rkeys.AdmitConfig {
 		c.SourceLen = max(c.SourceLen, r.N)
 		c.Source = append(c.Source, [2]int64{int64(r.N), r.Per.Milliseconds()})
 	}
+	for _, gl := range kp.PerGroup {
+		var gc rkeys.GroupConfig
+		for _, r := range gl.Rates {
+			gc.TTL = max(gc.TTL, r.Per.Milliseconds())
+			gc.Len = max(gc.Len, r.N)
+			gc.Windows = append(gc.Windows, [2]int64{int64(r.N), r.Per.Milliseconds()})
+		}
+		c.Groups = append(c.Groups, gc)
+	}
+	// The source log keeps the largest per-source count of entries: a
+	// shrunk cap cannot exceed it, and without per-source windows there is
+	// none to shrink.
+	c.UntrustedAfter = min(kp.UntrustedAfter, c.SourceLen)
 	return c
 }
 
@@ -327,12 +358,19 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	}
 	canon := Canonical(a.To, g.policy.RecipientRules)
 	rh := pii.Hash(a.To)
+	rkey := g.recipientKey(a.Kind, canon, a.Account)
+	sk := pl.sourceKeysOf(a.Source)
 	// The EVALSHA arguments: the kind's fixed keys are boxed once, in the
 	// plan, which saves an allocation per key per admission.
-	args := make([]any, len(pl.admitArgs), len(pl.admitArgs)+5)
+	args := make([]any, len(pl.admitArgs), len(pl.admitArgs)+7)
 	copy(args, pl.admitArgs)
-	args[3], args[4], args[6] = rkeys.Recipient(a.Kind, canon), rkeys.Source(a.Kind, a.Source), rkeys.Suppression(canon)
-	args = append(args, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh)
+	const k0 = 3 + 10 // the first key after the breaker keys
+	args[k0], args[k0+1], args[k0+2] = rkey, sk.log, rkeys.Suppression(canon)
+	args[k0+8], args[k0+9], args[k0+10] = rkeys.HeldMarker(rkey), sk.trust, sk.groupTrust
+	for i, gk := range sk.groups {
+		args[k0+14+i] = gk
+	}
+	args = append(args, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh, string(a.Trust), sk.who)
 	res, sfx, err := g.reply(ctx, "admit", a.Kind, a.ID, rh, g.evalsha(ctx, pl.admit, args))
 	if err != nil {
 		return queue.Verdict{}, err
@@ -343,6 +381,10 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	switch queue.Outcome(outcome) {
 	case queue.Queued:
 		v = queue.Verdict{Allow: true, Outcome: queue.Queued, Reason: reason}
+		switch reason {
+		case LaneTrusted, LaneRerequest, LaneRedeemed:
+			v.Lane = reason
+		}
 	case queue.Held:
 		v = queue.Verdict{Outcome: queue.Held, Reason: "breaker"}
 	case queue.Duplicate, queue.Capped, queue.Suppressed, queue.Shed:
@@ -388,10 +430,13 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 		return queue.Verdict{}, fmt.Errorf("guard: dispatch: %w", err)
 	}
 	rh := pii.Hash(p.To)
-	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), pl.breakerKey, pl.heldKey, rkeys.Stats, rkeys.Decisions,
-		pl.infoKey, pl.countKey, pl.sendPaceKey, pl.paceKey}
+	keys := append(slices.Clip(pl.bkeys), rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), pl.heldKey, rkeys.Stats, rkeys.Decisions)
+	laned := "0"
+	if p.Lane != "" {
+		laned = "1"
+	}
 	args := []any{rkeys.AttemptValue(attempt), pl.lease, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
-		g.global[0], g.global[1], dl[0], dl[1], p.ID, body, g.sampleFlag(), rh, g.logLen}
+		g.global[0], g.global[1], dl[0], dl[1], p.ID, body, g.sampleFlag(), rh, g.logLen, laned}
 	res, sfx, err := g.reply(ctx, "dispatch", p.Kind, p.ID, rh, pl.dispatch.Run(ctx, g.rdb, keys, args...))
 	if err != nil {
 		return queue.Verdict{}, err
@@ -463,10 +508,17 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 	}
 	reason = token(reason)
 	rh := pii.Hash(p.To)
-	keys := []string{rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions, pl.breakerKey, pl.infoKey, pl.countKey, pl.paceKey, pl.sendPaceKey}
+	keys := append(slices.Clip(pl.bkeys), rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions)
 	relay := relayResult(o, reason)
+	meta := ""
+	if o == "sent" {
+		// What feedback on this email will need: its source and group
+		// (trust) and its recipient log (a report suppresses it).
+		canon := Canonical(p.To, g.policy.RecipientRules)
+		meta = pl.sourceKeysOf(p.Source).digest + rkeys.Digest(g.recipientKey(p.Kind, canon, p.Account)) + p.Kind
+	}
 	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
-		g.sampleFlag(), rh, p.ID, g.logLen, relay}
+		g.sampleFlag(), rh, p.ID, g.logLen, relay, meta}
 	res, sfx, err := g.reply(ctx, "settle", p.Kind, p.ID, rh, pl.settle.Run(ctx, g.rdb, keys, args...))
 	if err != nil {
 		return err
@@ -501,6 +553,16 @@ func (g *Guard) record(ctx context.Context, stage, kind, id, rh, outcome, reason
 	g.metrics.decisions.WithLabelValues(kind, outcome, reason).Inc()
 	g.log.LogAttrs(ctx, slog.LevelDebug, "guard decision", slog.String("stage", stage), slog.String("kind", kind),
 		slog.String("outcome", outcome), slog.String("reason", reason), slog.String("task_id", id), slog.String("rcpt_hash", rh))
+}
+
+// recipientKey returns the key of the recipient log of kind that caps and
+// dedup use: the account's when the email names one, else the canonical
+// recipient's.
+func (g *Guard) recipientKey(kind, canon, account string) string {
+	if account != "" {
+		return rkeys.Account(kind, account)
+	}
+	return rkeys.Recipient(kind, canon)
 }
 
 // domainOf returns the canonical domain of a recipient, the key of its

@@ -1,11 +1,15 @@
 package guard
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/floodgate-dev/floodgate/queue"
 )
 
 // Handler returns the guard's admin API, to be mounted at /v1/:
@@ -19,11 +23,14 @@ import (
 //	GET    /v1/breakers                      {"breakers": [BreakerState...]}, sorted by kind
 //	POST   /v1/breakers/{kind}/trip          optional body {"reason": R} (or ?reason=R); the BreakerState
 //	POST   /v1/breakers/{kind}/reset         the BreakerState
-//	POST   /v1/breakers/{kind}/release?limit=N  {"released": n}; no limit: every held email
+//	POST   /v1/breakers/{kind}/release?limit=N&all=1&dry_run=1  a [ReleaseResult]; by default
+//	                                         only the held emails that pass a lane now
 //	POST   /v1/breakers/{kind}/purge         {"purged": n}
+//	POST   /v1/confirm                       {"id": ID}: the email's link was used ([Guard.Confirm])
+//	POST   /v1/report                        {"id": ID}: its recipient did not ask for it ([Guard.Report])
 //
 // Responses are JSON; errors are {"error": "..."} with 400 for bad input,
-// 404 for an unknown kind and 503 when Redis does not answer. The API has no authentication of its own:
+// 404 for an unknown kind or email and 503 when Redis does not answer. The API has no authentication of its own:
 // serve it on an operator-only listener.
 func (g *Guard) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -37,6 +44,8 @@ func (g *Guard) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/breakers/{kind}/reset", g.serveReset)
 	mux.HandleFunc("POST /v1/breakers/{kind}/release", g.serveRelease)
 	mux.HandleFunc("POST /v1/breakers/{kind}/purge", g.servePurge)
+	mux.HandleFunc("POST /v1/confirm", g.serveFeedback(g.Confirm))
+	mux.HandleFunc("POST /v1/report", g.serveFeedback(g.Report))
 	return mux
 }
 
@@ -51,7 +60,7 @@ func writeError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrUnavailable):
 		code = http.StatusServiceUnavailable
-	case errors.Is(err, ErrUnknownKind):
+	case errors.Is(err, ErrUnknownKind), errors.Is(err, queue.ErrUnknownEmail):
 		code = http.StatusNotFound
 	}
 	writeJSON(w, code, map[string]string{"error": err.Error()})
@@ -232,12 +241,41 @@ func (g *Guard) serveRelease(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	n, err := g.Release(r.Context(), r.PathValue("kind"), limit)
+	q := r.URL.Query()
+	opts := ReleaseOptions{Limit: limit, All: q.Get("all") == "1" || q.Get("all") == "true",
+		DryRun: q.Get("dry_run") == "1" || q.Get("dry_run") == "true"}
+	res, err := g.Release(r.Context(), r.PathValue("kind"), opts)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"released": n})
+	writeJSON(w, http.StatusOK, res)
+}
+
+// serveFeedback serves POST {"id": ID} for Confirm or Report; the id is in
+// the body so that it is not kept in access logs.
+func (g *Guard) serveFeedback(f func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID string `json:"id"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || !validID(req.ID) {
+			writeError(w, errors.New("guard: body must be JSON {\"id\": ID}, an email id from a receipt"))
+			return
+		}
+		if err := f(r.Context(), req.ID); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"id": req.ID, "result": "recorded"})
+	}
+}
+
+// validID reports whether s looks like an email id: lower-case hex.
+func validID(s string) bool {
+	return s != "" && len(s) <= 64 && !strings.ContainsFunc(s, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') })
 }
 
 func (g *Guard) servePurge(w http.ResponseWriter, r *http.Request) {

@@ -16,7 +16,9 @@ type metrics struct {
 	transitions *prometheus.CounterVec
 	// breakerState is 0 closed, 1 half-open, 2 open, as last seen by this
 	// process: every decision's reply carries the state.
-	breakerState   *prometheus.GaugeVec
+	breakerState *prometheus.GaugeVec
+	// feedback counts Confirm and Report calls by kind, op and result.
+	feedback       *prometheus.CounterVec
 	webhookDropped prometheus.Counter
 	webhookFailed  prometheus.Counter
 }
@@ -39,12 +41,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind", "outcome", "reason"}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_breaker_transitions_total",
-			Help: "Surge breaker transitions made by this process, by kind, from and to state (closed, open, half_open) and reason (surge, refusals, relay, manual).",
+			Help: "Surge breaker transitions made by this process, by kind, from and to state (closed, open, half_open) and reason (surge, refusals, relay, manual, ceiling, budget, redemption, reports).",
 		}, []string{"kind", "from", "to", "reason"}),
 		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "floodgate_breaker_state",
 			Help: "Surge breaker state per kind as last seen by this process: 0 closed, 1 half-open, 2 open.",
 		}, []string{"kind"}),
+		feedback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_feedback_total",
+			Help: "Feedback from the application on sent emails, by kind, op (confirm, report) and result (confirmed, reported, already, unknown).",
+		}, []string{"kind", "op", "result"}),
 		webhookDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "floodgate_breaker_webhook_dropped_total",
 			Help: "Breaker transition notifications dropped because the webhook queue was full or the guard was shut down.",
@@ -65,6 +71,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.breakerState, err = register(reg, m.breakerState); err != nil {
+		return nil, err
+	}
+	if m.feedback, err = register(reg, m.feedback); err != nil {
 		return nil, err
 	}
 	if m.webhookDropped, err = register(reg, m.webhookDropped); err != nil {

@@ -67,11 +67,68 @@ type KindPolicy struct {
 	// PerRecipient caps admitted emails of the kind per canonical
 	// recipient, one sliding window each.
 	PerRecipient []Rate
-	// PerSource caps admitted emails of the kind per source (client IP or
-	// principal; emails without a source share one).
+	// PerSource caps the kind's requests that pass the other caps per
+	// source (client IP or principal; emails without a source share one):
+	// admitted, held and shed alike, so one source cannot park more than
+	// its cap while the breaker is open.
 	PerSource []Rate
+	// PerGroup caps them likewise per source group: the network of an IP
+	// source ([GroupPrefix], e.g. v4/24, v6/64, v6/48). Non-IP sources have
+	// no group. Default v4/24 60/1h, v6/64 20/1h, v6/48 60/1h for resets
+	// and verifications.
+	PerGroup []GroupLimit
+	// UntrustedAfter shrinks a source's per-source cap to this many emails
+	// while none of its emails was redeemed, once the application is seen
+	// to confirm this kind (see [Guard.Confirm]). Zero turns it off.
+	// Default 5 for resets and verifications.
+	UntrustedAfter int
+	// TrustTTL is how long a source (and its group) keeps the trust one
+	// redeemed email earned: it passes the redeemed lane of an open
+	// breaker. Default 30d.
+	TrustTTL time.Duration
+	// ReportSuppress is how long a recipient who reported an email of the
+	// kind ([Guard.Report]) is suppressed for it. Zero: not suppressed.
+	// Default 30d.
+	ReportSuppress time.Duration
 	// Breaker configures the kind's surge breaker.
 	Breaker BreakerPolicy
+}
+
+// GroupPrefix is a network size that groups IP sources: "v4/24" is the
+// IPv4 /24 of an IPv4 source, "v6/64" the IPv6 /64 of an IPv6 source.
+type GroupPrefix struct {
+	// IPv6 selects the address family; Bits the prefix length.
+	IPv6 bool
+	Bits int
+}
+
+// String returns the prefix as the policy writes it, e.g. "v6/48".
+func (g GroupPrefix) String() string {
+	if g.IPv6 {
+		return "v6/" + strconv.Itoa(g.Bits)
+	}
+	return "v4/" + strconv.Itoa(g.Bits)
+}
+
+// ParseGroupPrefix parses "v4/N" (N in 8..32) or "v6/N" (N in 16..128).
+func ParseGroupPrefix(s string) (GroupPrefix, error) {
+	fam, bits, ok := strings.Cut(s, "/")
+	n, err := strconv.Atoi(bits)
+	switch {
+	case !ok || err != nil || (fam != "v4" && fam != "v6"):
+		return GroupPrefix{}, fmt.Errorf("group %q: want v4/N or v6/N, e.g. v4/24", s)
+	case fam == "v4" && (n < 8 || n > 32):
+		return GroupPrefix{}, fmt.Errorf("group %q: an IPv4 prefix is 8 to 32 bits", s)
+	case fam == "v6" && (n < 16 || n > 128):
+		return GroupPrefix{}, fmt.Errorf("group %q: an IPv6 prefix is 16 to 128 bits", s)
+	}
+	return GroupPrefix{IPv6: fam == "v6", Bits: n}, nil
+}
+
+// GroupLimit caps the requests of one source group prefix.
+type GroupLimit struct {
+	Prefix GroupPrefix
+	Rates  []Rate
 }
 
 // BreakerMode is what an open breaker does with new emails of its kind.
@@ -107,10 +164,6 @@ type BreakerPolicy struct {
 	// Window exceed the threshold, so a fast surge trips it within a
 	// fraction of it. Between 10ms and 1h. Default 1m.
 	Window time.Duration
-	// Baseline is the period the baseline rate is learned over (an
-	// exponentially weighted average of closed windows, so a surge is not
-	// learned). At least Window. Default 1h.
-	Baseline time.Duration
 	// RefusalRatio trips the breaker when at least this share of the
 	// requests in the window is refused by caps (duplicate or capped),
 	// which is what enumeration looks like; zero turns it off. Default 0.5.
@@ -141,6 +194,142 @@ type BreakerPolicy struct {
 	Open BreakerMode
 	// HoldMax bounds the parked emails of the kind. Default 100000.
 	HoldMax int
+	// RefusalSources is how many distinct source groups, and distinct
+	// recipients, must be among a window's refusals for the refusal trip
+	// to fire, so that one actor hammering one account cannot. Default 20.
+	RefusalSources int
+	// Learn says how the baseline is learned.
+	Learn LearnPolicy
+	// Ceilings are absolute bounds on the kind, whatever the baseline.
+	Ceilings CeilingPolicy
+	// Redemption trips the breaker when the share of sent emails whose
+	// link is used collapses (see [Guard.Confirm]).
+	Redemption RedemptionPolicy
+	// Reports trips the breaker when recipients report emails they did
+	// not ask for (see [Guard.Report]).
+	Reports ReportPolicy
+	// CloseFactor: a breaker opened by redemption or reports closes at the
+	// end of a half-open window only when the rate is at most this
+	// multiple of the baseline (the excess that made it trip is gone).
+	// Default 2.
+	CloseFactor float64
+	// Lanes are what an open breaker still lets through.
+	Lanes LanePolicy
+}
+
+// LearnPolicy says how a breaker learns its baseline: an average of the
+// eligible rate of each window (clipped at the surge threshold) over
+// Horizon, that the baseline follows no faster than MaxRise a window and
+// MaxDailyRise a day, so that an attack ramping under the threshold cannot
+// drag it up. A new kind learns for Warmup before the surge trip fires
+// (the ceilings hold meanwhile). Day is the day of MaxDailyRise; with the
+// other durations it can be shortened to compress time in tests and drills.
+type LearnPolicy struct {
+	// Horizon is the learning period. Default 7d.
+	Horizon time.Duration
+	// Warmup is how long a new kind learns before the surge trip fires.
+	// Default 24h.
+	Warmup time.Duration
+	// MaxRise is the baseline's largest rise in one window, as a fraction
+	// of the baseline or of the floor rate, whichever is more. Default 0.1.
+	MaxRise float64
+	// MaxDailyRise is the baseline's largest rise in one Day, as a factor
+	// of the baseline at the day's start (or of the floor rate). Default 2.
+	MaxDailyRise float64
+	// Day is the period of MaxDailyRise. Default 24h.
+	Day time.Duration
+}
+
+// CeilingPolicy bounds a kind absolutely: a maximum eligible rate and a
+// budget of new recipients (no email of the kind in their logs' lifetime)
+// per period. Each is fixed by the operator, or derived from the learned
+// baseline ("auto": the larger of a minimum and a factor times the
+// baseline), or off. A ceiling that is reached trips the breaker with a
+// reason of its own (ceiling, budget).
+type CeilingPolicy struct {
+	// Rate is a fixed maximum rate; zero means auto (or off).
+	Rate Rate
+	// RateOff turns the rate ceiling off.
+	RateOff bool
+	// RateMin and RateFactor give the auto rate ceiling: max(RateMin,
+	// RateFactor × baseline). Default 10 × the floor (600/1m) and 10; a
+	// zero RateMin means 10 × the floor.
+	RateMin    Rate
+	RateFactor float64
+	// NewRecipients is a fixed budget of new recipients per its period;
+	// zero means auto (or off).
+	NewRecipients Rate
+	// NewRecipientsOff turns the budget off.
+	NewRecipientsOff bool
+	// NewRecipientsMin and NewRecipientsFactor give the auto budget:
+	// max(NewRecipientsMin, NewRecipientsFactor × baseline × its period),
+	// per NewRecipientsMin's period. Default 10000/24h and 3.
+	NewRecipientsMin    Rate
+	NewRecipientsFactor float64
+}
+
+// RedemptionPolicy configures the redemption trip. Sent emails are counted
+// in buckets; a bucket is judged Lag after it ends, when most links that
+// will be used have been: the share of its emails confirmed, against the
+// share learned from earlier buckets. Applications that never confirm
+// never establish a share, and the breaker keeps its rate signals alone.
+type RedemptionPolicy struct {
+	// Off turns redemption tracking off.
+	Off bool
+	// Bucket is the bucket length. Default 10m.
+	Bucket time.Duration
+	// Lag is how long after a bucket ends it is judged. Default 10m.
+	Lag time.Duration
+	// MinSends is the least number of sent emails in a bucket to judge it.
+	// Default 20.
+	MinSends int
+	// MinSources is the least number of distinct source groups among a
+	// bucket's emails for a collapse to trip. Default 5.
+	MinSources int
+	// Collapse trips when a bucket's share falls below this fraction of
+	// the learned share. Default 0.5.
+	Collapse float64
+	// MinShare is the learned share below which redemption is not judged
+	// (the application does not confirm). Default 0.05.
+	MinShare float64
+	// Buckets is how many buckets must be learned before judging. Default
+	// 6.
+	Buckets int
+	// MaxDailyFall is the least factor the learned share keeps a day, so
+	// that it cannot be dragged down quickly either. Default 0.9.
+	MaxDailyFall float64
+}
+
+// ReportPolicy configures the reports trip: at least Min reports from
+// Sources distinct source groups, and at least Ratio of the emails sent,
+// over two redemption buckets. Min 0 turns it off.
+type ReportPolicy struct {
+	// Min is the least number of reports. Default 5.
+	Min int
+	// Sources is the least number of distinct source groups. Default 3.
+	Sources int
+	// Ratio is the least share of sent emails reported. Default 0.01.
+	Ratio float64
+}
+
+// LanePolicy configures the lanes of an open breaker: requests an attack
+// cannot produce in bulk still pass, through every cap, each lane paced on
+// its own at Rate, or (auto) at Factor × the baseline and at least Min.
+type LanePolicy struct {
+	// Rate is a fixed rate per lane; zero means auto.
+	Rate Rate
+	// Factor and Min give the auto rate. Default 2 and 60/1m.
+	Factor float64
+	Min    Rate
+	// Trusted lets requests with a trust signal through ([queue.Trust]).
+	Trusted bool
+	// Rerequest lets a recipient with a held email at least
+	// RerequestAfter old through when they ask again.
+	Rerequest      bool
+	RerequestAfter time.Duration
+	// Redeemed lets sources (or source groups) whose emails were redeemed
+	// before the breaker opened through.
+	Redeemed bool
 }
 
 // EffectiveMaxCooldown returns MaxCooldown, or 8 × Cooldown when it is zero.
@@ -153,19 +342,42 @@ func (b BreakerPolicy) EffectiveMaxCooldown() time.Duration {
 
 func defaultBreaker() BreakerPolicy {
 	return BreakerPolicy{
-		SurgeFactor: 5, Floor: Rate{60, time.Minute}, Window: time.Minute, Baseline: time.Hour,
-		RefusalRatio: 0.5, RefusalMin: Rate{30, time.Minute}, RelayFailures: 10, RelayRatio: 0.9,
+		SurgeFactor: 5, Floor: Rate{60, time.Minute}, Window: time.Minute,
+		RefusalRatio: 0.5, RefusalMin: Rate{30, time.Minute}, RefusalSources: 20, RelayFailures: 10, RelayRatio: 0.9,
 		Cooldown: 10 * time.Minute, Probe: Rate{1, time.Second}, Open: BreakerHold, HoldMax: 100000,
+		Learn: LearnPolicy{Horizon: 7 * 24 * time.Hour, Warmup: 24 * time.Hour, MaxRise: 0.1, MaxDailyRise: 2, Day: 24 * time.Hour},
+		Ceilings: CeilingPolicy{RateFactor: 10,
+			NewRecipientsMin: Rate{10000, 24 * time.Hour}, NewRecipientsFactor: 3},
+		Redemption: RedemptionPolicy{Bucket: 10 * time.Minute, Lag: 10 * time.Minute, MinSends: 20, MinSources: 5,
+			Collapse: 0.5, MinShare: 0.05, Buckets: 6, MaxDailyFall: 0.9},
+		Reports:     ReportPolicy{Min: 5, Sources: 3, Ratio: 0.01},
+		CloseFactor: 2,
+		Lanes: LanePolicy{Factor: 2, Min: Rate{60, time.Minute}, Trusted: true, Rerequest: true,
+			RerequestAfter: time.Minute, Redeemed: true},
+	}
+}
+
+// defaultGroups is the per-group cap of resets and verifications: a /64
+// is usually one subscriber, a /24 or a /48 a network of many. No group's
+// cap is above the breaker's floor (60/1m), so that no group alone can
+// trip the surge trip.
+func defaultGroups() []GroupLimit {
+	return []GroupLimit{
+		{GroupPrefix{Bits: 24}, []Rate{{60, time.Hour}}},
+		{GroupPrefix{IPv6: true, Bits: 64}, []Rate{{20, time.Hour}}},
+		{GroupPrefix{IPv6: true, Bits: 48}, []Rate{{60, time.Hour}}},
 	}
 }
 
 // notificationBreaker is the default breaker of notifications: an app,
 // not an outside party, decides to send them, and a campaign is a
-// legitimate surge, so only the relay trip is on; an operator's trip
-// clamps them to their baseline.
+// legitimate surge, so only the relay trip is on (no ceilings, no
+// redemption, no lanes); an operator's trip clamps them to their baseline.
 func notificationBreaker() BreakerPolicy {
 	b := defaultBreaker()
 	b.SurgeFactor, b.RefusalRatio, b.Open = 0, 0, BreakerClamp
+	b.Ceilings.RateOff, b.Ceilings.NewRecipientsOff = true, true
+	b.Redemption.Off, b.Reports.Min = true, 0
 	return b
 }
 
@@ -174,16 +386,19 @@ func builtinKinds() map[string]KindPolicy {
 	specs := queue.DefaultKinds()
 	kp := func(name string) KindPolicy {
 		s := specs[name]
-		return KindPolicy{Class: s.Class, TTL: s.TTL, MaxRetry: s.MaxRetry, Required: slices.Clone(s.Required), Breaker: defaultBreaker()}
+		return KindPolicy{Class: s.Class, TTL: s.TTL, MaxRetry: s.MaxRetry, Required: slices.Clone(s.Required), Breaker: defaultBreaker(),
+			TrustTTL: 30 * 24 * time.Hour, ReportSuppress: 30 * 24 * time.Hour}
 	}
 	reset := kp(queue.KindPasswordReset)
 	reset.DedupWindow = 2 * time.Minute
 	reset.PerRecipient = []Rate{{3, time.Hour}, {10, 24 * time.Hour}}
 	reset.PerSource = []Rate{{20, time.Hour}}
+	reset.PerGroup, reset.UntrustedAfter = defaultGroups(), 5
 	verify := kp(queue.KindVerifyEmail)
 	verify.DedupWindow = 2 * time.Minute
 	verify.PerRecipient = []Rate{{3, time.Hour}, {10, 24 * time.Hour}}
 	verify.PerSource = []Rate{{20, time.Hour}}
+	verify.PerGroup, verify.UntrustedAfter = defaultGroups(), 5
 	note := kp(queue.KindNotification)
 	note.PerRecipient = []Rate{{50, 24 * time.Hour}}
 	note.Breaker = notificationBreaker()
@@ -192,7 +407,8 @@ func builtinKinds() map[string]KindPolicy {
 
 // newKindDefaults is the starting point of a kind a policy file adds.
 func newKindDefaults() KindPolicy {
-	return KindPolicy{Class: queue.ClassNotify, TTL: 24 * time.Hour, PerRecipient: []Rate{{50, 24 * time.Hour}}, Breaker: defaultBreaker()}
+	return KindPolicy{Class: queue.ClassNotify, TTL: 24 * time.Hour, PerRecipient: []Rate{{50, 24 * time.Hour}}, Breaker: defaultBreaker(),
+		TrustTTL: 30 * 24 * time.Hour, ReportSuppress: 30 * 24 * time.Hour}
 }
 
 // DefaultPolicy returns a new policy with the built-in defaults: at most 3
@@ -387,9 +603,6 @@ func (p *Policy) validate(lines map[string]int) []error {
 		if b.Window < minBreakerWindow || b.Window > time.Hour {
 			bad(bp+".window", "must be between %s and 1h", formatDuration(minBreakerWindow))
 		}
-		if b.Baseline < b.Window || b.Baseline > MaxWindow {
-			bad(bp+".baseline", "must be between the window (%s) and %s", formatDuration(b.Window), formatDuration(MaxWindow))
-		}
 		if b.RefusalRatio != 0 && !(b.RefusalRatio > 0 && b.RefusalRatio <= 1) {
 			bad(bp+".refusal_ratio", "must be 0 (off) or in (0, 1]")
 		}
@@ -413,6 +626,144 @@ func (p *Policy) validate(lines map[string]int) []error {
 		if b.HoldMax < 0 {
 			bad(bp+".hold_max", "must not be negative")
 		}
+		errs = append(errs, k.validateSignals(path, b.Window, lines)...)
+	}
+	return errs
+}
+
+// validateSignals checks a kind's source groups, trust and feedback
+// settings and the breaker's learning, ceilings, redemption, reports and
+// lanes.
+func (k KindPolicy) validateSignals(path string, window time.Duration, lines map[string]int) []error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, &PolicyError{Path: path, Line: lines[path], Reason: fmt.Sprintf(format, args...)})
+	}
+	rate := func(path string, r Rate) bool {
+		if r.N <= 0 || r.Per <= 0 {
+			bad(path, "rate %q: count and duration must be positive", r.String())
+			return false
+		} else if r.Per/time.Duration(r.N) < time.Microsecond {
+			bad(path, "rate %q: faster than one per microsecond", r.String())
+			return false
+		}
+		return true
+	}
+	between := func(path string, v, lo, hi float64) {
+		if !(v >= lo && v <= hi) {
+			bad(path, "must be between %g and %g", lo, hi)
+		}
+	}
+	seen := map[GroupPrefix]bool{}
+	for _, g := range k.PerGroup {
+		gp := path + ".per_group." + quoteKey(g.Prefix.String())
+		if seen[g.Prefix] {
+			bad(gp, "duplicate group")
+		}
+		seen[g.Prefix] = true
+		if _, err := ParseGroupPrefix(g.Prefix.String()); err != nil {
+			bad(gp, "%v", err)
+		}
+		for j, r := range g.Rates {
+			rp := fmt.Sprintf("%s[%d]", gp, j)
+			switch {
+			case r.N <= 0 || r.Per <= 0:
+				bad(rp, "rate %q: count and duration must be positive", r.String())
+			case r.N > MaxWindowCount:
+				bad(rp, "rate %q: count must be at most %d", r.String(), MaxWindowCount)
+			case r.Per < time.Millisecond || r.Per > MaxWindow:
+				bad(rp, "rate %q: window must be between 1ms and %s", r.String(), formatDuration(MaxWindow))
+			}
+		}
+	}
+	if k.UntrustedAfter < 0 || k.UntrustedAfter > MaxWindowCount {
+		bad(path+".untrusted_after", "must be between 0 (off) and %d", MaxWindowCount)
+	}
+	if k.TrustTTL <= 0 || k.TrustTTL > 366*24*time.Hour {
+		bad(path+".trust_ttl", "must be positive and at most 366d")
+	}
+	if k.ReportSuppress < 0 || k.ReportSuppress > 366*24*time.Hour {
+		bad(path+".report_suppress", "must be 0 (off) or at most 366d")
+	}
+	b := k.Breaker
+	bp := path + ".breaker"
+	if b.RefusalSources < 0 {
+		bad(bp+".refusal_sources", "must not be negative")
+	}
+	l := b.Learn
+	if l.Horizon < window || l.Horizon > 366*24*time.Hour {
+		bad(bp+".learn.horizon", "must be between the window (%s) and 366d", formatDuration(window))
+	}
+	if l.Warmup < 0 || l.Warmup > MaxWindow {
+		bad(bp+".learn.warmup", "must be between 0 and %s", formatDuration(MaxWindow))
+	}
+	if l.Day < window || l.Day > MaxWindow {
+		bad(bp+".learn.day", "must be between the window (%s) and %s", formatDuration(window), formatDuration(MaxWindow))
+	}
+	if !(l.MaxRise > 0 && l.MaxRise <= 10) {
+		bad(bp+".learn.max_rise", "must be in (0, 10]")
+	}
+	between(bp+".learn.max_daily_rise", l.MaxDailyRise, 1, 1000)
+	c := b.Ceilings
+	if c.Rate != (Rate{}) {
+		rate(bp+".ceilings.rate", c.Rate)
+	}
+	if c.RateMin != (Rate{}) {
+		rate(bp+".ceilings.rate_min", c.RateMin)
+	}
+	between(bp+".ceilings.rate_factor", c.RateFactor, 0, 1e6)
+	for _, r := range []struct {
+		name string
+		r    Rate
+	}{{"new_recipients", c.NewRecipients}, {"new_recipients_min", c.NewRecipientsMin}} {
+		if r.r == (Rate{}) && r.name == "new_recipients" {
+			continue
+		}
+		if rate(bp+".ceilings."+r.name, r.r) && (r.r.Per < window || r.r.Per%window != 0 || r.r.Per > MaxWindow) {
+			bad(bp+".ceilings."+r.name, "the period must be a multiple of the window (%s), at most %s", formatDuration(window), formatDuration(MaxWindow))
+		}
+	}
+	between(bp+".ceilings.new_recipients_factor", c.NewRecipientsFactor, 0, 1e6)
+	if r := b.Redemption; !r.Off {
+		rp := bp + ".redemption"
+		if r.Bucket < window || r.Bucket > 24*time.Hour {
+			bad(rp+".bucket", "must be between the window (%s) and 24h", formatDuration(window))
+		}
+		if r.Lag < 0 || r.Lag > 24*time.Hour {
+			bad(rp+".lag", "must be between 0 and 24h")
+		}
+		if r.MinSends < 1 {
+			bad(rp+".min_sends", "must be at least 1")
+		}
+		if r.MinSources < 0 {
+			bad(rp+".min_sources", "must not be negative")
+		}
+		if !(r.Collapse > 0 && r.Collapse <= 1) {
+			bad(rp+".collapse", "must be in (0, 1]")
+		}
+		between(rp+".min_share", r.MinShare, 0, 1)
+		if r.Buckets < 1 {
+			bad(rp+".buckets", "must be at least 1")
+		}
+		if !(r.MaxDailyFall > 0 && r.MaxDailyFall <= 1) {
+			bad(rp+".max_daily_fall", "must be in (0, 1]")
+		}
+	}
+	if r := b.Reports; r.Min < 0 || r.Sources < 0 {
+		bad(bp+".reports", "min and sources must not be negative")
+	} else {
+		between(bp+".reports.ratio", r.Ratio, 0, 1)
+	}
+	between(bp+".close_factor", b.CloseFactor, 0, 1e6)
+	ln := b.Lanes
+	if ln.Rate != (Rate{}) {
+		rate(bp+".lanes.rate", ln.Rate)
+	}
+	if rate(bp+".lanes.min", ln.Min) {
+		between(bp+".lanes.factor", ln.Factor, 0, 1e6)
+	}
+	if ln.RerequestAfter < 0 || (k.TTL > 0 && ln.RerequestAfter > k.TTL) {
+		bad(bp+".lanes.rerequest_after", "must be between 0 and the kind's ttl")
 	}
 	return errs
 }
@@ -617,6 +968,41 @@ func (d *decoder) strs(n *yaml.Node, path string, out *[]string) {
 	*out = ss
 }
 
+// autoRate accepts "auto" (rate zero), "off" (off set) or a rate.
+func (d *decoder) autoRate(n *yaml.Node, path string, out *Rate, off *bool) {
+	s, ok := d.scalar(n, path, "auto, off or a rate like 600/1m")
+	if !ok {
+		return
+	}
+	switch s {
+	case "auto":
+		*out, *off = Rate{}, false
+	case "off", "false":
+		*out, *off = Rate{}, true
+	default:
+		r, err := ParseRate(s)
+		if err != nil {
+			d.errorf(n, path, "%v (or auto, off)", err)
+			return
+		}
+		*out, *off = r, false
+	}
+}
+
+// off reports whether n is the scalar "off" (YAML 1.1 may read it as
+// false), setting *out; a mapping is for the caller to decode.
+func (d *decoder) off(n *yaml.Node, path string, out *bool) bool {
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		return false
+	}
+	if n.Value != "off" && n.Value != "false" {
+		d.errorf(n, path, "must be a mapping or off")
+		return true
+	}
+	*out = true
+	return true
+}
+
 // limit accepts "200/1s" or {rate: 200/1s, burst: 400}. A rate given
 // without a burst resets the burst to the default (the rate's count).
 func (d *decoder) limit(n *yaml.Node, path string, out *Limit) {
@@ -689,6 +1075,27 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 		"dedup_window":  func(v *yaml.Node, p string) { d.duration(v, p, &k.DedupWindow) },
 		"per_recipient": func(v *yaml.Node, p string) { d.rates(v, p, &k.PerRecipient) },
 		"per_source":    func(v *yaml.Node, p string) { d.rates(v, p, &k.PerSource) },
+		"per_group": func(v *yaml.Node, path string) {
+			if isNull(v) {
+				k.PerGroup = nil
+				return
+			}
+			var gs []GroupLimit
+			d.each(v, path, func(key string, kn, v *yaml.Node, child string) {
+				g, err := ParseGroupPrefix(key)
+				if err != nil {
+					d.errorf(kn, child, "%v", err)
+					return
+				}
+				gl := GroupLimit{Prefix: g}
+				d.rates(v, child, &gl.Rates)
+				gs = append(gs, gl)
+			})
+			k.PerGroup = gs
+		},
+		"untrusted_after": func(v *yaml.Node, p string) { d.integer(v, p, &k.UntrustedAfter) },
+		"trust_ttl":       func(v *yaml.Node, p string) { d.duration(v, p, &k.TrustTTL) },
+		"report_suppress": func(v *yaml.Node, p string) { d.duration(v, p, &k.ReportSuppress) },
 		"breaker": func(v *yaml.Node, path string) {
 			b := &k.Breaker
 			if v.Kind == yaml.ScalarNode && !isNull(v) {
@@ -698,13 +1105,15 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 					return
 				}
 				b.SurgeFactor, b.RefusalRatio, b.RelayFailures = 0, 0, 0
+				b.Ceilings.RateOff, b.Ceilings.NewRecipientsOff, b.Redemption.Off, b.Reports.Min = true, true, true, 0
 				return
 			}
 			d.fields(v, path, map[string]func(*yaml.Node, string){
-				"surge_factor":   func(v *yaml.Node, p string) { d.float(v, p, &b.SurgeFactor) },
-				"floor":          func(v *yaml.Node, p string) { d.rate(v, p, &b.Floor) },
-				"window":         func(v *yaml.Node, p string) { d.duration(v, p, &b.Window) },
-				"baseline":       func(v *yaml.Node, p string) { d.duration(v, p, &b.Baseline) },
+				"surge_factor": func(v *yaml.Node, p string) { d.float(v, p, &b.SurgeFactor) },
+				"floor":        func(v *yaml.Node, p string) { d.rate(v, p, &b.Floor) },
+				"window":       func(v *yaml.Node, p string) { d.duration(v, p, &b.Window) },
+				// baseline: the learning horizon's name before learn.horizon.
+				"baseline":       func(v *yaml.Node, p string) { d.duration(v, p, &b.Learn.Horizon) },
 				"refusal_ratio":  func(v *yaml.Node, p string) { d.float(v, p, &b.RefusalRatio) },
 				"refusal_min":    func(v *yaml.Node, p string) { d.rate(v, p, &b.RefusalMin) },
 				"relay_failures": func(v *yaml.Node, p string) { d.integer(v, p, &b.RelayFailures) },
@@ -717,7 +1126,87 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 						b.Open = BreakerMode(s)
 					}
 				},
-				"hold_max": func(v *yaml.Node, p string) { d.integer(v, p, &b.HoldMax) },
+				"hold_max":        func(v *yaml.Node, p string) { d.integer(v, p, &b.HoldMax) },
+				"refusal_sources": func(v *yaml.Node, p string) { d.integer(v, p, &b.RefusalSources) },
+				"close_factor":    func(v *yaml.Node, p string) { d.float(v, p, &b.CloseFactor) },
+				"learn": func(v *yaml.Node, path string) {
+					l := &b.Learn
+					d.fields(v, path, map[string]func(*yaml.Node, string){
+						"horizon":        func(v *yaml.Node, p string) { d.duration(v, p, &l.Horizon) },
+						"warmup":         func(v *yaml.Node, p string) { d.duration(v, p, &l.Warmup) },
+						"max_rise":       func(v *yaml.Node, p string) { d.float(v, p, &l.MaxRise) },
+						"max_daily_rise": func(v *yaml.Node, p string) { d.float(v, p, &l.MaxDailyRise) },
+						"day":            func(v *yaml.Node, p string) { d.duration(v, p, &l.Day) },
+					})
+				},
+				"ceilings": func(v *yaml.Node, path string) {
+					c := &b.Ceilings
+					d.fields(v, path, map[string]func(*yaml.Node, string){
+						"rate":                  func(v *yaml.Node, p string) { d.autoRate(v, p, &c.Rate, &c.RateOff) },
+						"rate_min":              func(v *yaml.Node, p string) { d.rate(v, p, &c.RateMin) },
+						"rate_factor":           func(v *yaml.Node, p string) { d.float(v, p, &c.RateFactor) },
+						"new_recipients":        func(v *yaml.Node, p string) { d.autoRate(v, p, &c.NewRecipients, &c.NewRecipientsOff) },
+						"new_recipients_min":    func(v *yaml.Node, p string) { d.rate(v, p, &c.NewRecipientsMin) },
+						"new_recipients_factor": func(v *yaml.Node, p string) { d.float(v, p, &c.NewRecipientsFactor) },
+					})
+				},
+				"redemption": func(v *yaml.Node, path string) {
+					r := &b.Redemption
+					if d.off(v, path, &r.Off) {
+						return
+					}
+					r.Off = false
+					d.fields(v, path, map[string]func(*yaml.Node, string){
+						"bucket":         func(v *yaml.Node, p string) { d.duration(v, p, &r.Bucket) },
+						"lag":            func(v *yaml.Node, p string) { d.duration(v, p, &r.Lag) },
+						"min_sends":      func(v *yaml.Node, p string) { d.integer(v, p, &r.MinSends) },
+						"min_sources":    func(v *yaml.Node, p string) { d.integer(v, p, &r.MinSources) },
+						"collapse":       func(v *yaml.Node, p string) { d.float(v, p, &r.Collapse) },
+						"min_share":      func(v *yaml.Node, p string) { d.float(v, p, &r.MinShare) },
+						"buckets":        func(v *yaml.Node, p string) { d.integer(v, p, &r.Buckets) },
+						"max_daily_fall": func(v *yaml.Node, p string) { d.float(v, p, &r.MaxDailyFall) },
+					})
+				},
+				"reports": func(v *yaml.Node, path string) {
+					r := &b.Reports
+					var off bool
+					if d.off(v, path, &off) {
+						if off {
+							r.Min = 0
+						}
+						return
+					}
+					d.fields(v, path, map[string]func(*yaml.Node, string){
+						"min":     func(v *yaml.Node, p string) { d.integer(v, p, &r.Min) },
+						"sources": func(v *yaml.Node, p string) { d.integer(v, p, &r.Sources) },
+						"ratio":   func(v *yaml.Node, p string) { d.float(v, p, &r.Ratio) },
+					})
+				},
+				"lanes": func(v *yaml.Node, path string) {
+					l := &b.Lanes
+					var off bool
+					if d.off(v, path, &off) {
+						if off {
+							l.Trusted, l.Rerequest, l.Redeemed = false, false, false
+						}
+						return
+					}
+					d.fields(v, path, map[string]func(*yaml.Node, string){
+						"rate": func(v *yaml.Node, p string) {
+							var unused bool
+							d.autoRate(v, p, &l.Rate, &unused)
+							if unused {
+								d.errorf(v, p, "must be auto or a rate like 60/1m (use lanes: off)")
+							}
+						},
+						"factor":          func(v *yaml.Node, p string) { d.float(v, p, &l.Factor) },
+						"min":             func(v *yaml.Node, p string) { d.rate(v, p, &l.Min) },
+						"trusted":         func(v *yaml.Node, p string) { d.boolean(v, p, &l.Trusted) },
+						"rerequest":       func(v *yaml.Node, p string) { d.boolean(v, p, &l.Rerequest) },
+						"rerequest_after": func(v *yaml.Node, p string) { d.duration(v, p, &l.RerequestAfter) },
+						"redeemed":        func(v *yaml.Node, p string) { d.boolean(v, p, &l.Redeemed) },
+					})
+				},
 			})
 		},
 	})

@@ -150,7 +150,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"kinds:\n  password_reset:\n    max_retry: many\n",
 			`kinds.password_reset.max_retry: "many" is not an integer`},
 		{"kinds:\n  password_reset:\n    per_recipent: [3/1h]\n",
-			`kinds.password_reset.per_recipent: unknown field (want one of breaker, class, dedup_window, max_retry, per_recipient, per_source, required, ttl)`},
+			`kinds.password_reset.per_recipent: unknown field (want one of breaker, class, dedup_window, max_retry, per_group, per_recipient, per_source, report_suppress, required, trust_ttl, ttl, untrusted_after)`},
 		{"kinds:\n  password_reset:\n    breaker: { open: panic }\n",
 			`kinds.password_reset.breaker.open: must be "hold", "clamp" or "shed"`},
 		{"kinds:\n  password_reset:\n    breaker: { surge_factor: 0.5 }\n",

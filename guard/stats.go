@@ -47,10 +47,19 @@ type KindStats struct {
 	Retried int64 `json:"retried"`
 	// Redelivered counts dispatches of emails already sent.
 	Redelivered int64 `json:"redelivered"`
+	// Lanes counts the emails admitted through each lane of an open
+	// breaker (LaneTrusted, LaneRerequest, LaneRedeemed); they are also
+	// in Admitted.
+	Lanes map[string]int64 `json:"lanes"`
+	// Confirmed and Reported count feedback on sent emails ([Guard.Confirm],
+	// [Guard.Report]).
+	Confirmed int64 `json:"confirmed"`
+	Reported  int64 `json:"reported"`
 }
 
 func newKindStats() *KindStats {
-	return &KindStats{Outcomes: map[queue.Outcome]int64{}, Reasons: map[queue.Outcome]map[string]int64{}, Deferred: map[string]int64{}}
+	return &KindStats{Outcomes: map[queue.Outcome]int64{}, Reasons: map[queue.Outcome]map[string]int64{}, Deferred: map[string]int64{},
+		Lanes: map[string]int64{}}
 }
 
 // Stats returns the decision counts of every kind: the stats hash and the
@@ -133,6 +142,15 @@ func (ks *KindStats) add(stage, outcome, reason string, n int64) {
 			return
 		}
 		terminal()
+	case "l":
+		ks.Lanes[outcome] += n
+	case "f":
+		switch outcome {
+		case "confirmed":
+			ks.Confirmed += n
+		case "reported":
+			ks.Reported += n
+		}
 	case "d":
 		switch outcome {
 		case "deferred":

@@ -25,6 +25,7 @@ import (
 const (
 	maxSource    = 256
 	maxIdemKey   = 256
+	maxAccount   = 256
 	maxDataBytes = 64 << 10
 	maxDataKey   = 64
 )
@@ -45,6 +46,46 @@ type Email struct {
 	// IdempotencyKey, when set, makes repeated enqueues of the same key and
 	// kind one email: the id is derived from it.
 	IdempotencyKey string
+	// Account, when set, is the application's stable id of the account the
+	// email is for (a user id, never a secret). Per-recipient dedup and
+	// caps then key on it instead of the address, so one person is one cap
+	// whatever address variants an attacker tries.
+	Account string
+	// Trust says the request carries a signal the application verified
+	// itself (a recognised device cookie, an authenticated session, a
+	// solved challenge). The zero value, [TrustNone], claims nothing and is
+	// the right default: never set it from anything the requester can
+	// simply assert. While a kind's breaker is open, trusted requests get a
+	// lane of their own (paced, still through every cap).
+	Trust Trust
+}
+
+// Trust is a signal an application verified about the request behind an
+// email; see [Email].Trust.
+type Trust string
+
+// Trust signals.
+const (
+	// TrustNone: no verified signal (the default).
+	TrustNone Trust = ""
+	// TrustDevice: the request came with a device cookie the application
+	// issued to this account after an earlier successful sign-in.
+	TrustDevice Trust = "device"
+	// TrustSession: the request came from an authenticated session of the
+	// account (e.g. "verify my new address" while signed in).
+	TrustSession Trust = "session"
+	// TrustChallenge: the requester solved a challenge (CAPTCHA, proof of
+	// work) that the application checked.
+	TrustChallenge Trust = "challenge"
+)
+
+// Valid reports whether t is one of the defined signals.
+func (t Trust) Valid() bool {
+	switch t {
+	case TrustNone, TrustDevice, TrustSession, TrustChallenge:
+		return true
+	}
+	return false
 }
 
 // Admitter decides at enqueue whether an email may be queued. The guard
@@ -64,8 +105,22 @@ type Admission struct {
 	To string
 	// Source is the caller-supplied source, possibly empty.
 	Source string
+	// Account is the caller-supplied account id, possibly empty.
+	Account string
+	// Trust is the caller's verified signal, if any.
+	Trust Trust
 	// Payload is the encoded task, for an admitter that parks emails.
 	Payload []byte
+}
+
+// Feedback is implemented by an [Admitter] that learns from what happens
+// after delivery (the guard does). [Client.Confirm] and [Client.Report]
+// call it.
+type Feedback interface {
+	// Confirm records that the link in a sent email was used.
+	Confirm(ctx context.Context, id string) error
+	// Report records that the recipient says they did not ask for it.
+	Report(ctx context.Context, id string) error
 }
 
 // Config configures a [Client].
@@ -173,7 +228,8 @@ func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
 	}
 	r := Receipt{ID: p.ID, Kind: p.Kind, Outcome: Queued}
 	if c.cfg.Admitter != nil {
-		v, err := c.cfg.Admitter.Admit(ctx, &Admission{ID: p.ID, Kind: p.Kind, Spec: spec, To: p.To, Source: e.Source, Payload: body})
+		v, err := c.cfg.Admitter.Admit(ctx, &Admission{ID: p.ID, Kind: p.Kind, Spec: spec, To: p.To, Source: p.Source,
+			Account: p.Account, Trust: p.Trust, Payload: body})
 		if err != nil {
 			return Receipt{}, fmt.Errorf("enqueue %s: admission: %w: %w", p.Kind, ErrUnavailable, err)
 		}
@@ -181,6 +237,14 @@ func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
 			r.Outcome, r.Reason = v.Outcome, v.Reason
 			c.log(ctx, r, p.To)
 			return r, nil
+		}
+		if v.Lane != "" {
+			// Admitted through a lane of an open breaker: the worker's
+			// dispatch guard must not hold it again.
+			p.Lane = v.Lane
+			if body, err = p.Encode(); err != nil {
+				return Receipt{}, fmt.Errorf("enqueue %s: %w", e.Kind, err)
+			}
 		}
 	}
 	_, err = c.asynq.EnqueueContext(ctx, asynq.NewTask(TypeEmail, body), TaskOptions(p, spec)...)
@@ -192,6 +256,56 @@ func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
 	}
 	c.log(ctx, r, p.To)
 	return r, nil
+}
+
+// Confirm tells the guard that the link in email id (a [Receipt] ID) was
+// used: call it when the reset or verification link is redeemed. The guard
+// learns from it what share of each kind's emails real users act on, which
+// an attacker who never sees the victims' links cannot fake (a collapse of
+// that share trips the breaker), and the source that asked earns trust. An
+// application that never calls it keeps the rate signals alone.
+//
+// It returns [ErrNoFeedback] when the client's Admitter takes no feedback,
+// [ErrUnknownEmail] when no sent email has that id (never sent, expired,
+// or already confirmed or reported), and [ErrUnavailable] when Redis could
+// not be asked.
+func (c *Client) Confirm(ctx context.Context, id string) error { return c.feedback(ctx, "confirm", id) }
+
+// Report tells the guard that the recipient of email id says they did not
+// ask for it (the "I did not ask for this" link). The recipient is
+// suppressed for that kind for a while (the policy says how long), the
+// source that asked loses its trust, and reports feed the kind's breaker.
+// Errors are those of [Client.Confirm].
+func (c *Client) Report(ctx context.Context, id string) error { return c.feedback(ctx, "report", id) }
+
+func (c *Client) feedback(ctx context.Context, op, id string) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	f, ok := c.cfg.Admitter.(Feedback)
+	if !ok {
+		return ErrNoFeedback
+	}
+	if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') }) {
+		return invalid("id", "must be an email id from a receipt (lower-case hex)")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	var err error
+	if op == "confirm" {
+		err = f.Confirm(ctx, id)
+	} else {
+		err = f.Report(ctx, id)
+	}
+	switch {
+	case err == nil, errors.Is(err, ErrUnknownEmail):
+		return err
+	default:
+		return fmt.Errorf("%s %s: %w: %w", op, id, ErrUnavailable, err)
+	}
 }
 
 // TaskOptions returns the asynq options for an email of spec: its class's
@@ -242,6 +356,12 @@ func (c *Client) prepare(e Email) (*Payload, KindSpec, error) {
 	if err := checkText("idempotency_key", e.IdempotencyKey, maxIdemKey); err != nil {
 		return nil, spec, err
 	}
+	if err := checkText("account", e.Account, maxAccount); err != nil {
+		return nil, spec, err
+	}
+	if !e.Trust.Valid() {
+		return nil, spec, invalid("trust", "must be one of \"\", device, session, challenge")
+	}
 	if err := checkData(e.Data, spec.Required); err != nil {
 		return nil, spec, err
 	}
@@ -252,6 +372,9 @@ func (c *Client) prepare(e Email) (*Payload, KindSpec, error) {
 		To:         to,
 		Name:       name,
 		Data:       e.Data,
+		Source:     strings.TrimSpace(e.Source),
+		Account:    e.Account,
+		Trust:      e.Trust,
 		EnqueuedAt: now.UTC(),
 		ExpiresAt:  now.Add(spec.TTL).UTC(),
 	}

@@ -17,6 +17,12 @@ var (
 	ErrUnavailable = errors.New("queue: redis unavailable")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("queue: client closed")
+	// ErrNoFeedback: the client's Admitter does not take feedback (see
+	// [Feedback]); a guard does.
+	ErrNoFeedback = errors.New("queue: admitter takes no feedback")
+	// ErrUnknownEmail: feedback named no email that was sent and can still
+	// take it: never sent, expired, or already confirmed or reported.
+	ErrUnknownEmail = errors.New("queue: no such sent email")
 )
 
 // InvalidError says which field of an [Email] was refused and why.

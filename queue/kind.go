@@ -72,3 +72,8 @@ func DefaultKinds() Kinds {
 		KindNotification:  {Class: ClassNotify, TTL: 24 * time.Hour, Required: []string{"subject", "body"}},
 	}
 }
+
+// ReleaseQueue is the asynq queue of emails released from a breaker's hold:
+// the worker serves it below security mail, so that a release cannot starve
+// the resets and verifications of the moment.
+const ReleaseQueue = "floodgate-release"

@@ -57,4 +57,8 @@ type Verdict struct {
 	Reason string
 	// RetryAfter is set with Deferred.
 	RetryAfter time.Duration
+	// Lane, on an admission allowed while the kind's breaker is open, names
+	// the lane that let it through ("trusted", "rerequest", "redeemed");
+	// the email then carries it so that dispatch does not hold it again.
+	Lane string
 }

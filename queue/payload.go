@@ -18,17 +18,24 @@ const payloadVersion = 1
 var ErrPayload = errors.New("queue: malformed payload")
 
 // Payload is what a task carries from producer to worker: the validated,
-// normalised email. It holds no source address: that is only needed at
-// admission.
+// normalised email, and what the guard needs to decide on it again later
+// (a held email's release, feedback on a sent one): its source, account and
+// trust signal.
 type Payload struct {
-	V          int               `json:"v"`
-	ID         string            `json:"id"`
-	Kind       string            `json:"kind"`
-	To         string            `json:"to"`
-	Name       string            `json:"name,omitempty"`
-	Data       map[string]string `json:"data,omitempty"`
-	EnqueuedAt time.Time         `json:"enqueued_at"`
-	ExpiresAt  time.Time         `json:"expires_at"`
+	V       int               `json:"v"`
+	ID      string            `json:"id"`
+	Kind    string            `json:"kind"`
+	To      string            `json:"to"`
+	Name    string            `json:"name,omitempty"`
+	Data    map[string]string `json:"data,omitempty"`
+	Source  string            `json:"source,omitempty"`
+	Account string            `json:"account,omitempty"`
+	Trust   Trust             `json:"trust,omitempty"`
+	// Lane is set when the email was admitted, or released, through a lane
+	// of an open breaker (see [Verdict].Lane).
+	Lane       string    `json:"lane,omitempty"`
+	EnqueuedAt time.Time `json:"enqueued_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
 
 	raw []byte // the wire form DecodePayload read, if any
 }

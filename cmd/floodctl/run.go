@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -32,12 +33,18 @@ Commands:
   breakers                      every kind's surge breaker: state, mode, reason, rate, baseline, held
   trip KIND [-reason R]         open KIND's breaker by hand
   reset KIND                    close KIND's breaker (held emails stay held)
-  release KIND [-limit N]       put held emails back in the queue; they pass the dispatch guard again
+  release KIND [-all] [-dry-run] [-limit N]
+                                put held emails back in the queue, paced: by default only those
+                                that pass a lane now (trusted, redeemed source, asked again); the
+                                rest stay held and expire. -all releases every one (still through
+                                the caps); -dry-run shows what a release would do, by lane
   purge KIND                    drop KIND's held emails (counted as shed)
   stats                         decision counts per kind
   suppress ADDR [-reason R]     add ADDR (and its variants) to the suppression list
   unsuppress ADDR               remove ADDR from the suppression list
   decisions [-limit N]          the decision log, newest first
+  confirm ID                    the link in email ID (a receipt id) was used
+  report ID                     the recipient of email ID did not ask for it
 
 Flags (before or after the command):
   -api URL        the worker's -http address (default http://127.0.0.1:8080)
@@ -78,6 +85,8 @@ type command struct {
 type opts struct {
 	reason string
 	limit  int
+	all    bool
+	dryRun bool
 }
 
 var commands = map[string]command{
@@ -107,19 +116,34 @@ var commands = map[string]command{
 		render: renderBreaker,
 	},
 	"release": {
-		args:  []string{"KIND"},
-		flags: func(fs *flag.FlagSet, o *opts) { fs.IntVar(&o.limit, "limit", 0, "release at most N (default all)") },
-		request: func(pos []string, o *opts) (string, string, any) {
-			return http.MethodPost, adminapi.ReleasePath(pos[0], o.limit), nil
+		args: []string{"KIND"},
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.IntVar(&o.limit, "limit", 0, "look at most at N held emails (default all)")
+			fs.BoolVar(&o.all, "all", false, "release every held email, not only those that pass a lane")
+			fs.BoolVar(&o.dryRun, "dry-run", false, "change nothing; show what a release would do, by lane")
 		},
-		render: func(w io.Writer, raw json.RawMessage, pos []string, _ *opts) error {
-			var r struct {
-				Released int64 `json:"released"`
-			}
-			if err := json.Unmarshal(raw, &r); err != nil {
-				return err
-			}
-			_, err := fmt.Fprintf(w, "released %d held %s emails; they pass the dispatch guard again\n", r.Released, pos[0])
+		request: func(pos []string, o *opts) (string, string, any) {
+			return http.MethodPost, adminapi.ReleasePath(pos[0], guard.ReleaseOptions{Limit: o.limit, All: o.all, DryRun: o.dryRun}), nil
+		},
+		render: renderRelease,
+	},
+	"confirm": {
+		args: []string{"ID"},
+		request: func(pos []string, _ *opts) (string, string, any) {
+			return http.MethodPost, adminapi.PathConfirm, adminapi.FeedbackRequest{ID: pos[0]}
+		},
+		render: func(w io.Writer, _ json.RawMessage, pos []string, _ *opts) error {
+			_, err := fmt.Fprintf(w, "confirmed %s: its link was used\n", pos[0])
+			return err
+		},
+	},
+	"report": {
+		args: []string{"ID"},
+		request: func(pos []string, _ *opts) (string, string, any) {
+			return http.MethodPost, adminapi.PathReport, adminapi.FeedbackRequest{ID: pos[0]}
+		},
+		render: func(w io.Writer, _ json.RawMessage, pos []string, _ *opts) error {
+			_, err := fmt.Fprintf(w, "reported %s: its recipient is suppressed for the kind\n", pos[0])
 			return err
 		},
 	},
@@ -183,6 +207,35 @@ var commands = map[string]command{
 		},
 		render: renderDecisions,
 	},
+}
+
+// renderRelease prints a release's counts by lane.
+func renderRelease(w io.Writer, raw json.RawMessage, pos []string, _ *opts) error {
+	var r guard.ReleaseResult
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	verb := "released"
+	if r.DryRun {
+		verb = "would release"
+	}
+	fmt.Fprintf(tw, "%s %d held %s emails", verb, r.Released, pos[0])
+	if r.Interval > 0 && (r.Released > 0 || r.DryRun) {
+		fmt.Fprintf(tw, ", one every %s", r.Interval.Round(time.Millisecond))
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "LANE\tEMAILS")
+	for _, lane := range slices.Sorted(maps.Keys(r.Lanes)) {
+		fmt.Fprintf(tw, "%s\t%d\n", lane, r.Lanes[lane])
+	}
+	if r.Kept > 0 {
+		fmt.Fprintf(tw, "kept held (no lane; they expire with the kind's TTL)\t%d\n", r.Kept)
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Refused)) {
+		fmt.Fprintf(tw, "refused again: %s\t%d\n", k, r.Refused[k])
+	}
+	return tw.Flush()
 }
 
 // run parses args, sends one request to the admin API and prints the

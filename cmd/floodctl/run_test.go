@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/adminapi"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
@@ -396,8 +398,16 @@ func TestRealGuard(t *testing.T) {
 	if out := mustCtl(t, api, "reset", queue.KindPasswordReset); !regexpRow(out, `password_reset\s+closed`) {
 		t.Errorf("reset printed:\n%s", out)
 	}
-	if out := mustCtl(t, api, "release", queue.KindPasswordReset); !strings.Contains(out, "released 1 held") {
+	// Frank's request passes no lane: a default release keeps it held
+	// (to expire); -dry-run says so; -all releases it.
+	if out := mustCtl(t, api, "release", queue.KindPasswordReset, "-dry-run"); !strings.Contains(out, "would release 0 held") || !regexpRow(out, `none\s+1`) {
+		t.Errorf("release -dry-run printed %q", out)
+	}
+	if out := mustCtl(t, api, "release", queue.KindPasswordReset); !strings.Contains(out, "released 0 held") || !strings.Contains(out, "kept held") {
 		t.Errorf("release printed %q", out)
+	}
+	if out := mustCtl(t, api, "release", queue.KindPasswordReset, "-all"); !strings.Contains(out, "released 1 held") {
+		t.Errorf("release -all printed %q", out)
 	}
 	if err := json.Unmarshal([]byte(mustCtl(t, api, "stats", "-json")), &st); err != nil {
 		t.Fatal(err)
@@ -407,6 +417,33 @@ func TestRealGuard(t *testing.T) {
 	}
 	if _, _, err := ctl(t, api, "trip", "no_such_kind"); err == nil || !strings.Contains(err.Error(), "no_such_kind") {
 		t.Errorf("trip of an unknown kind: %v", err)
+	}
+
+	// Feedback on a sent email: confirm once; a second time, or an unknown
+	// id, is not found.
+	sent := reset("grace@example.com")
+	task, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(queue.ClassSecurity.QueueName(), sent.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := queue.DecodePayload(task.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := g.Dispatch(ctx, p, "a1"); err != nil || !v.Allow {
+		t.Fatalf("Dispatch = %+v, %v", v, err)
+	}
+	if err := g.Settle(ctx, p, "a1", queue.Sent, ""); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCtl(t, api, "confirm", sent.ID); !strings.Contains(out, "confirmed "+sent.ID) {
+		t.Errorf("confirm printed %q", out)
+	}
+	if _, _, err := ctl(t, api, "confirm", sent.ID); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("second confirm: %v, want a 404", err)
+	}
+	if _, _, err := ctl(t, api, "report", "0123456789abcdef0123456789abcdef"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("report of an unknown id: %v, want a 404", err)
 	}
 }
 

@@ -162,6 +162,8 @@ const (
 	PathStats        = "/v1/stats"
 	PathSuppressions = "/v1/suppressions"
 	PathDecisions    = "/v1/decisions"
+	PathConfirm      = "/v1/confirm"
+	PathReport       = "/v1/report"
 )
 
 // BreakerPath returns the path of an operation ("trip", "reset",
@@ -179,12 +181,23 @@ func DecisionsPath(limit int) string {
 	return PathDecisions + "?limit=" + strconv.Itoa(limit)
 }
 
-// ReleasePath returns the path releasing up to limit held emails of kind;
-// limit <= 0 releases all.
-func ReleasePath(kind string, limit int) string {
+// ReleasePath returns the path of a release of kind's held emails (see
+// [guard.ReleaseOptions]): up to Limit (0: all), only those that pass a
+// lane unless All, nothing changed with DryRun.
+func ReleasePath(kind string, o guard.ReleaseOptions) string {
+	q := url.Values{}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.All {
+		q.Set("all", "1")
+	}
+	if o.DryRun {
+		q.Set("dry_run", "1")
+	}
 	p := BreakerPath(kind, "release")
-	if limit > 0 {
-		p += "?limit=" + strconv.Itoa(limit)
+	if len(q) > 0 {
+		p += "?" + q.Encode()
 	}
 	return p
 }
@@ -243,15 +256,30 @@ func (c *Client) Reset(ctx context.Context, kind string) (Breaker, error) {
 	return b, err
 }
 
-// Release puts up to limit held emails of kind back in the queue (limit
-// <= 0: all); they pass the dispatch guard again. It returns how many were
-// released.
-func (c *Client) Release(ctx context.Context, kind string, limit int) (int64, error) {
-	var out struct {
-		Released int64 `json:"released"`
-	}
-	err := c.call(ctx, http.MethodPost, ReleasePath(kind, limit), nil, &out)
-	return out.Released, err
+// Release releases held emails of kind as [guard.Guard.Release] does, and
+// returns what it did (or, with DryRun, would do).
+func (c *Client) Release(ctx context.Context, kind string, o guard.ReleaseOptions) (guard.ReleaseResult, error) {
+	var out guard.ReleaseResult
+	err := c.call(ctx, http.MethodPost, ReleasePath(kind, o), nil, &out)
+	return out, err
+}
+
+// FeedbackRequest is the body of a confirm or report: the email's id,
+// in the body so that it stays out of access logs.
+type FeedbackRequest struct {
+	ID string `json:"id"`
+}
+
+// Confirm tells the guard that the link in email id was used; see
+// [guard.Guard.Confirm]. An unknown id is [ErrNotFound].
+func (c *Client) Confirm(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodPost, PathConfirm, FeedbackRequest{ID: id}, nil)
+}
+
+// Report tells the guard that the recipient of email id did not ask for
+// it; see [guard.Guard.Report].
+func (c *Client) Report(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodPost, PathReport, FeedbackRequest{ID: id}, nil)
 }
 
 // Purge drops every held email of kind, counted as shed, and returns how

@@ -165,8 +165,11 @@ func TestAgainstGuard(t *testing.T) {
 	if b, err := c.Reset(ctx, queue.KindVerifyEmail); err != nil || b.State != StateClosed {
 		t.Errorf("Reset = %+v, %v", b, err)
 	}
-	if n, err := c.Release(ctx, queue.KindVerifyEmail, 5); err != nil || n != 1 {
-		t.Errorf("Release = %d, %v; want 1", n, err)
+	if r, err := c.Release(ctx, queue.KindVerifyEmail, guard.ReleaseOptions{DryRun: true}); err != nil || !r.DryRun || r.Lanes["none"] != 1 {
+		t.Errorf("Release(dry run) = %+v, %v; want 1 without a lane", r, err)
+	}
+	if r, err := c.Release(ctx, queue.KindVerifyEmail, guard.ReleaseOptions{All: true, Limit: 5}); err != nil || r.Released != 1 {
+		t.Errorf("Release(all) = %+v, %v; want 1", r, err)
 	}
 	if n, err := c.Purge(ctx, queue.KindVerifyEmail); err != nil || n != 0 {
 		t.Errorf("Purge of nothing = %d, %v", n, err)

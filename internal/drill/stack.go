@@ -155,6 +155,7 @@ func startEmbedded(ctx context.Context, cfg *Config, policy *guard.Policy, log *
 			Kinds:           policy.Kinds(),
 			Dispatcher:      g,
 			Suppressor:      g,
+			Sweeper:         g,
 			Concurrency:     cfg.Concurrency,
 			ShutdownTimeout: 5 * time.Second,
 			Logger:          log,

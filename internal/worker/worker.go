@@ -49,6 +49,11 @@ type Dispatcher interface {
 	Settle(ctx context.Context, p *queue.Payload, attempt string, outcome queue.Outcome, reason string) error
 }
 
+// Sweeper counts held emails that expired; the guard implements it.
+type Sweeper interface {
+	Sweep(ctx context.Context) (int, error)
+}
+
 // Suppressor takes hard-bounced recipients off the sendable list.
 type Suppressor interface {
 	Suppress(ctx context.Context, addr, reason string) error
@@ -83,6 +88,10 @@ type Config struct {
 	Dispatcher Dispatcher
 	// Suppressor receives hard bounces (5.1.x); nil ignores them.
 	Suppressor Suppressor
+	// Sweeper, when set, is run every SweepInterval (default 30s) so that
+	// held emails past their expiry are counted expired.
+	Sweeper       Sweeper
+	SweepInterval time.Duration
 	// Concurrency is the number of emails processed at once; default 20.
 	Concurrency int
 	// ShutdownTimeout bounds how long Shutdown waits for running sends
@@ -107,10 +116,12 @@ type Config struct {
 
 // Worker processes queued emails. Start it once; Shutdown stops it.
 type Worker struct {
-	cfg      Config
-	srv      *asynq.Server
-	metrics  *metrics
-	stopOnce sync.Once
+	cfg       Config
+	srv       *asynq.Server
+	metrics   *metrics
+	stopOnce  sync.Once
+	stopSweep context.CancelFunc
+	swept     chan struct{}
 }
 
 // New validates cfg and returns a worker that is not yet started.
@@ -149,6 +160,9 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = time.Second
 	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -158,10 +172,13 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{cfg: cfg, metrics: newMetrics(cfg.Registerer)}
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency: cfg.Concurrency,
-		// Security mail outranks notifications without starving them.
+		// Security mail outranks notifications without starving them; emails
+		// released from a breaker's hold come after both, so a release
+		// cannot crowd out the mail of the moment.
 		Queues: map[string]int{
 			queue.ClassSecurity.QueueName(): 4,
-			queue.ClassNotify.QueueName():   1,
+			queue.ClassNotify.QueueName():   2,
+			queue.ReleaseQueue:              1,
 		},
 		RetryDelayFunc:           w.retryDelay,
 		IsFailure:                isFailure,
@@ -182,7 +199,29 @@ func (w *Worker) Start() error {
 	if err := w.srv.Start(asynq.HandlerFunc(w.ProcessTask)); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
+	if w.cfg.Sweeper != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stopSweep, w.swept = cancel, make(chan struct{})
+		go w.sweep(ctx)
+	}
 	return nil
+}
+
+// sweep runs the Sweeper every SweepInterval until ctx ends.
+func (w *Worker) sweep(ctx context.Context) {
+	defer close(w.swept)
+	t := time.NewTicker(w.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := w.cfg.Sweeper.Sweep(ctx); err != nil && ctx.Err() == nil {
+			w.cfg.Logger.Warn("worker: sweeping held emails", "err", err)
+		}
+	}
 }
 
 // Shutdown stops taking new emails, waits up to Config.ShutdownTimeout for
@@ -192,7 +231,13 @@ func (w *Worker) Start() error {
 func (w *Worker) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
-		w.stopOnce.Do(w.srv.Shutdown)
+		w.stopOnce.Do(func() {
+			if w.stopSweep != nil {
+				w.stopSweep()
+				<-w.swept
+			}
+			w.srv.Shutdown()
+		})
 		close(done)
 	}()
 	select {

@@ -1,0 +1,40 @@
+local KIND, TAG, LOGLEN = 'notification', '{fg}', 1
+local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
+local BPAT = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 0, 9.92063492063492e-05
+local WARM, DAY, RISEW, RISED = 86400000, 86400000, 0.1, 2
+local CEILC, CEILF, CEILMINC = 0, 0, 0
+local BUDP, BUDC, BUDF, BUDMIN = 86400000, 0, 0, 0
+local RR, RMINC, RSRC = 0, 30, 20
+local RF, RRAT = 10, 0.9
+local COOL, MAXCOOL, PROBE, MODE = 600000, 4800000, 1000000, 'clamp'
+local HOLDMAX, HOLDTTL, SWEEPMS = 100000, 86400000, 3600000
+local LANEUS, LANEMAXUS, LANEF, RQAFTER = 0, 1000000, 2, 60
+local RDB, RDLAG, RDMIN, RDSRC, RDNB = 0, 0, 1, 0, 1
+local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
+local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
+local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
+local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local B, NOW, NOWUS, CNT, DCNT
+local dirty, trans = false, nil
+-- Held notification emails past their expiry leave the held area, counted
+-- expired (see rkeys.SweepScript).
+local hkey, stkey = KEYS[11], KEYS[12]
+local r = redis.call('HSCAN', hkey, ARGV[1], 'COUNT', ARGV[2])
+local t = redis.call('TIME')
+NOW = t[1] * 1000 + math.floor(t[2] / 1000)
+NOWUS = (t[1] - 1577836800) * 1000000 + t[2]
+local n = 0
+local items = r[2]
+for i = 1, #items, 2 do
+  local v = items[i + 1]
+  local e = tonumber(string.match(v, '^[ad](%d+) '))
+  if e and NOW >= e then
+    local at = string.sub(v, 1, 1)
+    redis.call('HDEL', hkey, items[i])
+    redis.call('HINCRBY', stkey, KIND .. '|' .. at .. ':held:breaker', -1)
+    redis.call('HINCRBY', stkey, KIND .. '|' .. at .. ':expired:held', 1)
+    n = n + 1
+  end
+end
+return {r[1], n}

@@ -1,0 +1,80 @@
+  -- Open or half-open: lanes first, for what an attack cannot produce in
+  -- bulk, each paced on its own; then probes (half-open) or the clamp;
+  -- then the mode.
+  local o2 = redis.call('MGET', hmkey, tskey, tgkey)
+  local hm, li = o2[1], {{.Li}}
+{{- if eq .Mode "hold"}}
+  if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
+{{- end}}
+{{- if .LaneTrusted}}
+  if not outcome and trust ~= '' then
+    local lt = tonumber(redis.call('GET', ltkey)) or NOWUS
+    if lt <= NOWUS then
+      redis.call('SET', ltkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      lane = 'trusted'
+    end
+  end
+{{- end}}
+{{- if .LaneRedeemed}}
+  -- Sources (or their group) whose emails were redeemed before it opened.
+  if not outcome and not lane and ((o2[2] and tonumber(o2[2]) < {{.Op}}) or (o2[3] and tonumber(o2[3]) < {{.Op}})) then
+    local lt = tonumber(redis.call('GET', ldkey)) or NOWUS
+    if lt <= NOWUS then
+      redis.call('SET', ldkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      lane = 'redeemed'
+    end
+  end
+{{- end}}
+  if not outcome and not lane and hm then
+    -- An email to this recipient is held: a real user whose email did not
+    -- arrive asks again; an attack on distinct victims asks once each.
+    local age = nows - tonumber(string.match(hm, '^%d+'))
+{{- if .LaneRerequest}}
+    if age >= RQAFTER then
+      local lt = tonumber(redis.call('GET', lqkey)) or NOWUS
+      if lt <= NOWUS then
+        redis.call('SET', lqkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+        lane = 'rerequest'
+      end
+    end
+{{- end}}
+    if not lane then
+      outcome, reason = 'duplicate', 'held'
+      if age >= RQAFTER and string.sub(hm, -1) ~= 'r' then redis.call('SET', hmkey, hm .. 'r', 'KEEPTTL') end
+    end
+  end
+  if lane then
+    if hm then redis.call('DEL', hmkey) end
+  elseif not outcome then
+    local iv, pass = {{.Ai}}, false
+    if iv > 0 then
+      local ptat = tonumber(redis.call('GET', qkey)) or NOWUS
+      if ptat <= NOWUS then
+        redis.call('SET', qkey, string.format('%d', NOWUS + iv), 'PX', math.ceil(iv / 1000) + 1)
+        pass = true
+      end
+    end
+    if pass then
+      reason = 'clamp'
+      if {{.St}} == 'h' then reason = 'probe' end
+{{- if eq .Mode "shed"}}
+    else
+      -- The marker lets the re-request lane recognise the user who asks again.
+      redis.call('SET', hmkey, nows, 'NX', 'PX', HOLDTTL)
+      outcome, reason = 'shed', 'breaker'
+{{- else if eq .Mode "clamp"}}
+    else
+      redis.call('SET', hmkey, nows, 'NX', 'PX', HOLDTTL)
+      outcome, reason = 'shed', 'clamp'
+{{- else}}
+    elseif redis.call('HLEN', hkey) < HOLDMAX then
+      redis.call('HSET', hkey, id, 'a' .. (NOW + HOLDTTL) .. ' ' .. payload)
+      redis.call('PEXPIRE', hkey, HOLDTTL + SWEEPMS)
+      redis.call('SET', hmkey, nows, 'PX', HOLDTTL)
+      outcome, reason = 'held', 'breaker'
+    else
+      redis.call('SET', hmkey, nows, 'NX', 'PX', HOLDTTL)
+      outcome, reason = 'shed', 'hold_full'
+{{- end}}
+    end
+  end
