@@ -12,9 +12,21 @@
 // # Recipients
 //
 // Keys are built from the [Canonical] recipient: domain lower-cased and
-// converted to ASCII per IDNA (RFC 5890, RFC 5891, UTS #46), local part
-// reduced by [LocalRules] (case, "+tag", Gmail dots and googlemail.com), so
-// that variants of one mailbox share one dedup window and one set of caps.
+// converted to ASCII per IDNA (RFC 5890, RFC 5891, UTS #46), address
+// reduced by [LocalRules], so that variants of one mailbox share one dedup
+// window and one set of caps. On every domain: case and "+tag". Per
+// provider, what it documents about its own addresses: Gmail ignores dots
+// and googlemail.com is gmail.com; Proton ignores '.', '-' and '_' and its
+// four domains are one (proton.me); Fastmail delivers
+// "anything@alice.fastmail.com" to alice@fastmail.com; icloud.com, me.com
+// and mac.com are one (icloud.com); Yahoo's "base-keyword" is "base". Each
+// provider rule also applies case and "+tag" on its domains, and each has a
+// switch (recipient_rules in YAML, all on by default). The rules only merge
+// what the provider delivers to one mailbox: Microsoft's outlook.com,
+// hotmail.com and live.com stay apart, as do fastmail.com and fastmail.fm.
+// Changing the rules changes the canonical form of the addresses they
+// touch, and with it their keys: their windows start afresh, and a
+// suppression entry made under the old rules no longer matches them.
 // Keys hold a truncated SHA-256 of the canonical recipient, never the address;
 // logs carry a short hash (rcpt_hash). The digest is not keyed: it hides
 // addresses from casual reading, not from someone who can guess them.

@@ -1044,9 +1044,14 @@ func (d *decoder) policy(n *yaml.Node, p *Policy) {
 		"recipient_rules": func(v *yaml.Node, path string) {
 			r := &p.RecipientRules
 			d.fields(v, path, map[string]func(*yaml.Node, string){
-				"strip_tags":      func(v *yaml.Node, p string) { d.boolean(v, p, &r.StripTags) },
-				"gmail_dots":      func(v *yaml.Node, p string) { d.boolean(v, p, &r.GmailDots) },
-				"lowercase_local": func(v *yaml.Node, p string) { d.boolean(v, p, &r.LowercaseLocal) },
+				"strip_tags":          func(v *yaml.Node, p string) { d.boolean(v, p, &r.StripTags) },
+				"gmail_dots":          func(v *yaml.Node, p string) { d.boolean(v, p, &r.GmailDots) },
+				"lowercase_local":     func(v *yaml.Node, p string) { d.boolean(v, p, &r.LowercaseLocal) },
+				"proton_aliases":      func(v *yaml.Node, p string) { d.boolean(v, p, &r.ProtonAliases) },
+				"fastmail_subdomains": func(v *yaml.Node, p string) { d.boolean(v, p, &r.FastmailSubdomains) },
+				"icloud_aliases":      func(v *yaml.Node, p string) { d.boolean(v, p, &r.ICloudAliases) },
+				"outlook_tags":        func(v *yaml.Node, p string) { d.boolean(v, p, &r.OutlookTags) },
+				"yahoo_disposable":    func(v *yaml.Node, p string) { d.boolean(v, p, &r.YahooDisposable) },
 			})
 		},
 		"kinds": func(v *yaml.Node, path string) {

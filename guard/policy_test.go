@@ -49,7 +49,7 @@ func TestParsePolicyGood(t *testing.T) {
 		{"domains.default", p.Domains["default"], Limit{Rate: Rate{300, time.Minute}}},
 		{"domains.gmail.com (canonicalised key)", p.Domains["gmail.com"], Limit{Rate{2000, time.Minute}, 100}},
 		{"domains.example.org", p.Domains["example.org"], Limit{Rate: Rate{10, time.Second}}},
-		{"recipient_rules", p.RecipientRules, LocalRules{StripTags: false, GmailDots: true, LowercaseLocal: true}},
+		{"recipient_rules", p.RecipientRules, func() LocalRules { r := DefaultLocalRules(); r.StripTags = false; return r }()},
 		{"reset.class (default kept)", p.KindPolicies["password_reset"].Class, queue.ClassSecurity},
 		{"reset.ttl", p.KindPolicies["password_reset"].TTL, 15 * time.Minute},
 		{"reset.dedup", p.KindPolicies["password_reset"].DedupWindow, time.Minute},
