@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -52,75 +51,47 @@ func TestNormalizeSource(t *testing.T) {
 	}
 }
 
-func TestSourceGroups(t *testing.T) {
-	def := DefaultSourceGroups()
+func TestSourceNetwork(t *testing.T) {
+	v4, v6, v48 := GroupPrefix{Bits: 24}, GroupPrefix{IPv6: true, Bits: 64}, GroupPrefix{IPv6: true, Bits: 48}
 	tests := []struct {
-		in     string
-		groups SourceGroups
-		want   []string
+		source string
+		p      GroupPrefix
+		want   string
 	}{
-		{"192.0.2.77", def, []string{"192.0.2.0/24"}},
-		{"::ffff:192.0.2.77", def, []string{"192.0.2.0/24"}},
-		{"192.0.2.77:5000", def, []string{"192.0.2.0/24"}},
-		{"2001:db8:1:2:3:4:5:6", def, []string{"2001:db8:1:2::/64", "2001:db8:1::/48"}},
-		{"[2001:db8:1:2::9%eth0]:443", def, []string{"2001:db8:1:2::/64", "2001:db8:1::/48"}},
-		{"fe80::1%eth0", def, []string{"fe80::/64", "fe80::/48"}},
-		{"192.0.2.77", SourceGroups{IPv4: []int{32, 16, 8}}, []string{"192.0.2.77/32", "192.0.0.0/16", "192.0.0.0/8"}},
-		{"2001:db8::1", SourceGroups{IPv6: []int{128, 56}}, []string{"2001:db8::1/128", "2001:db8::/56"}},
-		{"2001:db8::1", SourceGroups{IPv4: []int{24}}, nil},
-		{"192.0.2.77", SourceGroups{IPv6: []int{64}}, nil},
-		{"192.0.2.77", SourceGroups{IPv4: []int{7, 24, 33}}, []string{"192.0.2.0/24"}},
-		{"user:alice", def, nil},
-		{"", def, nil},
-		{"01.2.3.4", def, nil},
+		{"192.0.2.77", v4, "192.0.2.0/24"},
+		{"192.0.2.77:51234", v4, "192.0.2.0/24"},
+		{"::ffff:192.0.2.77", v4, "192.0.2.0/24"},
+		{"2001:db8:1:2:3:4:5:6", v6, "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2::9]:443", v48, "2001:db8:1::/48"},
+		{"fe80::1%eth0", v6, "fe80::/64"},
+		{"192.0.2.77", GroupPrefix{Bits: 32}, "192.0.2.77/32"},
+		{"2001:db8::1", v4, ""},
+		{"192.0.2.77", v6, ""},
+		{"user:alice", v4, ""},
+		{"", v4, ""},
 	}
 	for _, tt := range tests {
-		if got := tt.groups.Groups(tt.in); !slices.Equal(got, tt.want) {
-			t.Errorf("%+v.Groups(%q) = %q, want %q", tt.groups, tt.in, got, tt.want)
+		got, ok := sourceNetwork(tt.source, tt.p)
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("sourceNetwork(%q, %v) = %q, %v, want %q", tt.source, tt.p, got, ok, tt.want)
 		}
 	}
 }
 
-func TestSourceGroupsValidate(t *testing.T) {
-	tests := []struct {
-		groups SourceGroups
-		want   []string // one problem each, "path: reason"
-	}{
-		{DefaultSourceGroups(), nil},
-		{SourceGroups{}, nil},
-		{SourceGroups{IPv4: []int{8, 32}, IPv6: []int{16, 128}}, nil},
-		{SourceGroups{IPv4: []int{7}}, []string{"ipv4[0]: prefix length 7 must be between 8 and 32"}},
-		{SourceGroups{IPv4: []int{24, 33}}, []string{"ipv4[1]: prefix length 33 must be between 8 and 32"}},
-		{SourceGroups{IPv6: []int{15, 129}}, []string{
-			"ipv6[0]: prefix length 15 must be between 16 and 128",
-			"ipv6[1]: prefix length 129 must be between 16 and 128"}},
-		{SourceGroups{IPv6: []int{64, 48, 64}}, []string{"ipv6[2]: prefix length 64 is listed twice"}},
-		{SourceGroups{IPv4: []int{8, 16, 24, 28, 32}}, []string{"ipv4: at most 4 prefix lengths, got 5"}},
-	}
-	for _, tt := range tests {
-		var got []string
-		for _, e := range tt.groups.validate("", nil) {
-			got = append(got, e.Error())
+func TestParseGroupPrefix(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"v4/24", ""}, {"v4/8", ""}, {"v4/32", ""}, {"v6/64", ""}, {"v6/16", ""}, {"v6/128", ""},
+		{"v4/7", "an IPv4 prefix is 8 to 32 bits"}, {"v4/33", "an IPv4 prefix is 8 to 32 bits"},
+		{"v6/15", "an IPv6 prefix is 16 to 128 bits"}, {"v6/129", "an IPv6 prefix is 16 to 128 bits"},
+		{"ipv4/24", "want v4/N or v6/N"}, {"v4", "want v4/N or v6/N"}, {"v4/x", "want v4/N or v6/N"},
+	} {
+		g, err := ParseGroupPrefix(tt.in)
+		switch {
+		case tt.want == "" && (err != nil || g.String() != tt.in):
+			t.Errorf("ParseGroupPrefix(%q) = %v, %v, want it back", tt.in, g, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("ParseGroupPrefix(%q) error = %v, want %q", tt.in, err, tt.want)
 		}
-		if !slices.Equal(got, tt.want) {
-			t.Errorf("%+v.Validate() = %q, want %q", tt.groups, got, tt.want)
-		}
-		err := tt.groups.Validate()
-		if (err == nil) != (tt.want == nil) {
-			t.Errorf("%+v.Validate() = %v, want %d problems", tt.groups, err, len(tt.want))
-		}
-		var pe *PolicyError
-		if err != nil && !errors.As(err, &pe) {
-			t.Errorf("%+v.Validate() = %v, want *PolicyError values", tt.groups, err)
-		}
-	}
-	// Under a policy field, paths and lines follow it.
-	errs := SourceGroups{IPv6: []int{200}}.validate("source_groups", map[string]int{"source_groups.ipv6[0]": 12})
-	if len(errs) != 1 {
-		t.Fatalf("validate under source_groups: %v, want one problem", errs)
-	}
-	if pe := errs[0].(*PolicyError); pe.Path != "source_groups.ipv6[0]" || pe.Line != 12 {
-		t.Errorf("validate under source_groups = %+v, want path source_groups.ipv6[0], line 12", pe)
 	}
 }
 
@@ -134,13 +105,19 @@ func FuzzSource(f *testing.F) {
 		if again := NormalizeSource(n); again != n {
 			t.Fatalf("NormalizeSource not idempotent: %q -> %q -> %q", s, n, again)
 		}
-		g := SourceGroups{
-			IPv4: []int{minIPv4Group + int(l4)%(maxIPv4Group-minIPv4Group+1), 24},
-			IPv6: []int{minIPv6Group + int(l6)%(maxIPv6Group-minIPv6Group+1), 64, 48},
+		prefixes := []GroupPrefix{{Bits: 8 + int(l4)%25}, {Bits: 24}, {IPv6: true, Bits: 16 + int(l6)%113}, {IPv6: true, Bits: 64}}
+		groupsOf := func(s string) []string {
+			var out []string
+			for _, p := range prefixes {
+				if n, ok := sourceNetwork(s, p); ok {
+					out = append(out, n)
+				}
+			}
+			return out
 		}
-		groups := g.Groups(s)
-		if gn := g.Groups(n); !slices.Equal(gn, groups) {
-			t.Fatalf("Groups(%q) = %q but Groups(normalised %q) = %q", s, groups, n, gn)
+		groups := groupsOf(s)
+		if gn := groupsOf(n); !slices.Equal(gn, groups) {
+			t.Fatalf("groups of %q = %q but of normalised %q = %q", s, groups, n, gn)
 		}
 		a, err := netip.ParseAddr(n)
 		if err != nil {
@@ -153,26 +130,28 @@ func FuzzSource(f *testing.F) {
 		if a.Zone() != "" || a.Is4In6() || a.String() != n {
 			t.Fatalf("NormalizeSource(%q) = %q, not a canonical address without zone or mapping", s, n)
 		}
-		lengths := g.IPv6
-		if a.Is4() {
-			lengths = g.IPv4
+		var lengths []int
+		for _, p := range prefixes {
+			if p.IPv6 == a.Is6() {
+				lengths = append(lengths, p.Bits)
+			}
 		}
 		if len(groups) != len(lengths) {
-			t.Fatalf("Groups(%q) = %q, want one per length %v", s, groups, lengths)
+			t.Fatalf("groups of %q = %q, want one per length %v", s, groups, lengths)
 		}
 		for i, grp := range groups {
 			p, err := netip.ParsePrefix(grp)
 			if err != nil || p.String() != grp || p != p.Masked() || p.Bits() != lengths[i] {
-				t.Fatalf("Groups(%q)[%d] = %q, want a canonical /%d prefix (%v)", s, i, grp, lengths[i], err)
+				t.Fatalf("groups of %q [%d] = %q, want a canonical /%d prefix (%v)", s, i, grp, lengths[i], err)
 			}
 			if !p.Contains(a) {
-				t.Fatalf("Groups(%q)[%d] = %q does not contain %s", s, i, grp, a)
+				t.Fatalf("groups of %q [%d] = %q does not contain %s", s, i, grp, a)
 			}
 		}
 		if a.Is4() {
 			for _, m := range []string{"::ffff:" + n, fmt.Sprintf("[::ffff:%s]:80", n), "::FFFF:" + n + "%eth0"} {
-				if NormalizeSource(m) != n || !slices.Equal(g.Groups(m), groups) {
-					t.Fatalf("mapped %q: NormalizeSource = %q, groups %q; want %q and %q", m, NormalizeSource(m), g.Groups(m), n, groups)
+				if NormalizeSource(m) != n || !slices.Equal(groupsOf(m), groups) {
+					t.Fatalf("mapped %q: NormalizeSource = %q, groups %q; want %q and %q", m, NormalizeSource(m), groupsOf(m), n, groups)
 				}
 			}
 		}
@@ -188,15 +167,4 @@ func ExampleNormalizeSource() {
 	// 2001:db8::1
 	// fe80::1
 	// user:Alice
-}
-
-func ExampleSourceGroups_Groups() {
-	g := DefaultSourceGroups()
-	fmt.Println(g.Groups("192.0.2.77:51234"))
-	fmt.Println(g.Groups("2001:db8:1:2:3:4:5:6"))
-	fmt.Println(g.Groups("user:alice") == nil)
-	// Output:
-	// [192.0.2.0/24]
-	// [2001:db8:1:2::/64 2001:db8:1::/48]
-	// true
 }
