@@ -566,9 +566,12 @@ func (g *Guard) recipientKey(kind, canon, account string) string {
 }
 
 // domainOf returns the canonical domain of a recipient, the key of its
-// per-domain rate.
+// per-domain rate: provider families count as one domain (googlemail.com
+// as gmail.com, pm.me as proton.me), and Fastmail's subdomain addresses as
+// fastmail.com, so that an attacker cannot spread one provider over many
+// rate keys.
 func (g *Guard) domainOf(to string) string {
-	c := Canonical(to, LocalRules{GmailDots: g.policy.RecipientRules.GmailDots})
+	c := Canonical(to, g.policy.RecipientRules)
 	return c[strings.LastIndexByte(c, '@')+1:]
 }
 
