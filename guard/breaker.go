@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -434,7 +433,7 @@ func (g *Guard) control(ctx context.Context, op, kind, code, note string) (Break
 	if err != nil {
 		return BreakerState{}, err
 	}
-	keys := append(slices.Clip(pl.bkeys), pl.heldKey, pl.releasing)
+	keys := []string{pl.breakerKey}
 	res, err := pl.control.Run(ctx, g.rdb, keys, op, code).Slice()
 	if err != nil {
 		return BreakerState{}, opError(ctx, "breaker "+op, err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -62,7 +61,7 @@ func (g *Guard) feedbackOp(ctx context.Context, op, id string) error {
 	if !ok {
 		return fmt.Errorf("guard: %s: %w", op, queue.ErrUnknownEmail)
 	}
-	keys := append(slices.Clip(pl.bkeys), ckey, rkeys.Stats, rkeys.Decisions)
+	keys := []string{ckey}
 	s, err := pl.feedback.Run(ctx, g.rdb, keys, op, id, pl.trustTTL, pl.reportSup).Text()
 	if err != nil {
 		return opError(ctx, op, err)

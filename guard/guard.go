@@ -128,8 +128,6 @@ type plan struct {
 	// groups are the kind's source-group prefixes, in the order of their
 	// keys in the admission script.
 	groups []GroupPrefix
-	// bkeys are the kind's breaker keys, KEYS[1..10] of every script.
-	bkeys       []string
 	breakerKey  string
 	heldKey     string
 	releasing   string
@@ -223,7 +221,6 @@ func New(cfg Config) (*Guard, error) {
 			release:     rkeys.ReleaseScript(ac),
 			sweep:       rkeys.SweepScript(name, ac.Breaker),
 			lease:       ms(lease),
-			bkeys:       rkeys.BreakerKeys(name),
 			breakerKey:  rkeys.Breaker(name),
 			heldKey:     rkeys.Held(name),
 			releasing:   rkeys.Releasing(name),
@@ -235,18 +232,10 @@ func New(cfg Config) (*Guard, error) {
 		for _, gl := range kp.PerGroup {
 			pl.groups = append(pl.groups, gl.Prefix)
 		}
-		// The admission script's keys: the fixed ones boxed once, nil
-		// where each email has its own (see Admit).
-		nkeys := 24 + len(pl.groups)
-		pl.admitArgs = []any{"evalsha", pl.admit.Hash(), strconv.Itoa(nkeys)}
-		for _, k := range pl.bkeys {
-			pl.admitArgs = append(pl.admitArgs, k)
-		}
-		pl.admitArgs = append(pl.admitArgs, nil, nil, nil, pl.heldKey, rkeys.Stats, rkeys.Decisions, pl.admittedKey, rkeys.Kinds,
-			nil, nil, nil, rkeys.Lane(name, 't'), rkeys.Lane(name, 'q'), rkeys.Lane(name, 'd'))
-		for range pl.groups {
-			pl.admitArgs = append(pl.admitArgs, nil)
-		}
+		// The admission script's command, its keys filled in per email
+		// (see Admit): the kind's fixed keys are constants of the script.
+		pl.admitArgs = make([]any, 3+3+len(pl.groups))
+		pl.admitArgs[0], pl.admitArgs[1], pl.admitArgs[2] = "evalsha", pl.admit.Hash(), strconv.Itoa(3+len(pl.groups))
 		g.plans[name] = pl
 	}
 	if n != nil {
@@ -362,15 +351,13 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	sk := pl.sourceKeysOf(a.Source)
 	// The EVALSHA arguments: the kind's fixed keys are boxed once, in the
 	// plan, which saves an allocation per key per admission.
-	args := make([]any, len(pl.admitArgs), len(pl.admitArgs)+7)
+	args := make([]any, len(pl.admitArgs), len(pl.admitArgs)+8)
 	copy(args, pl.admitArgs)
-	const k0 = 3 + 10 // the first key after the breaker keys
-	args[k0], args[k0+1], args[k0+2] = rkey, sk.log, rkeys.Suppression(canon)
-	args[k0+8], args[k0+9], args[k0+10] = rkeys.HeldMarker(rkey), sk.trust, sk.groupTrust
+	args[3], args[4], args[5] = rkey, sk.log, rkeys.Suppression(canon)
 	for i, gk := range sk.groups {
-		args[k0+14+i] = gk
+		args[6+i] = gk
 	}
-	args = append(args, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh, string(a.Trust), sk.who)
+	args = append(args, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh, string(a.Trust), sk.who, sk.narrowArg)
 	res, sfx, err := g.reply(ctx, "admit", a.Kind, a.ID, rh, g.evalsha(ctx, pl.admit, args))
 	if err != nil {
 		return queue.Verdict{}, err
@@ -430,7 +417,7 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 		return queue.Verdict{}, fmt.Errorf("guard: dispatch: %w", err)
 	}
 	rh := pii.Hash(p.To)
-	keys := append(slices.Clip(pl.bkeys), rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), pl.heldKey, rkeys.Stats, rkeys.Decisions)
+	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain)}
 	laned := "0"
 	if p.Lane != "" {
 		laned = "1"
@@ -508,7 +495,7 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 	}
 	reason = token(reason)
 	rh := pii.Hash(p.To)
-	keys := append(slices.Clip(pl.bkeys), rkeys.Claim(p.ID), rkeys.Stats, rkeys.Decisions)
+	keys := []string{rkeys.Claim(p.ID)}
 	relay := relayResult(o, reason)
 	meta := ""
 	if o == "sent" {

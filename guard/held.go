@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -166,7 +165,7 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	for _, k := range g.kindNames() {
 		pl := g.plans[k]
-		keys := append(slices.Clip(pl.bkeys), pl.heldKey, rkeys.Stats)
+		keys := []string{pl.heldKey}
 		cursor := "0"
 		for {
 			r, err := pl.sweep.Run(ctx, g.rdb, keys, cursor, heldBatch).Slice()
@@ -213,7 +212,7 @@ func (g *Guard) eachHeld(ctx context.Context, pl *plan, op string, limit int, f 
 		for i := 0; i+1 < len(kvs) && (limit <= 0 || taken+len(items) < limit); i += 2 {
 			id, body := kvs[i], heldPayload(kvs[i+1])
 			itemOp, rkey, ukey, rh, trust := op, pl.heldKey, pl.heldKey, "", ""
-			sk := sourceKeys{trust: rkeys.None, groupTrust: rkeys.None}
+			sk := sourceKeys{log: pl.heldKey, narrowLog: rkeys.None}
 			if pp, err := queue.DecodePayload(body); err == nil {
 				canon := Canonical(pp.To, g.policy.RecipientRules)
 				rkey, ukey, rh, trust = g.recipientKey(pl.name, canon, pp.Account), rkeys.Suppression(canon), pii.Hash(pp.To), string(pp.Trust)
@@ -221,8 +220,7 @@ func (g *Guard) eachHeld(ctx context.Context, pl *plan, op string, limit int, f 
 			} else if op != "purge" {
 				itemOp = "invalid"
 			}
-			keys := append(slices.Clip(pl.bkeys), rkey, ukey, pl.heldKey, pl.releasing, rkeys.Stats, rkeys.Decisions, pl.admittedKey,
-				rkeys.Kinds, rkeys.Claim(id), rkeys.HeldMarker(rkey), sk.trust, sk.groupTrust)
+			keys := []string{rkey, ukey, rkeys.Claim(id), sk.log, sk.narrowLog}
 			items = append(items, item{id, body, pl.release.EvalSha(ctx, p, keys, rkeys.EmailTag(id), id, itemOp, rh, trust)})
 		}
 		if len(items) > 0 {

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/floodgate-dev/floodgate/internal/rkeys"
@@ -66,9 +67,10 @@ func sourceNetwork(source string, p GroupPrefix) (string, bool) {
 type sourceKeys struct {
 	log    string
 	groups []string
-	// trust and groupTrust are the source's and its narrowest group's
-	// trust keys (groupTrust [rkeys.None] when it has no group).
-	trust, groupTrust string
+	// narrowLog is the log of the source's narrowest group ([rkeys.None]
+	// when it has none), whose trust the redeemed lane reads; narrowArg its
+	// index in the admission script's KEYS ("0": none).
+	narrowLog, narrowArg string
 	// who names the source's narrowest group (or the source) in the
 	// breaker's counts of distinct sources.
 	who string
@@ -81,17 +83,18 @@ type sourceKeys struct {
 func (pl *plan) sourceKeysOf(source string) sourceKeys {
 	src := NormalizeSource(source)
 	k := sourceKeys{log: rkeys.Source(pl.name, src), groups: make([]string, len(pl.groups)), who: "s:" + src}
-	narrow, bits := rkeys.None, -1
+	k.narrowLog, k.narrowArg = rkeys.None, "0"
+	bits := -1
 	for i, p := range pl.groups {
 		k.groups[i] = rkeys.None
 		if n, ok := sourceNetwork(src, p); ok {
 			k.groups[i] = rkeys.Group(pl.name, n)
 			if p.Bits > bits {
-				narrow, bits, k.who = k.groups[i], p.Bits, "g:"+n
+				k.narrowLog, bits, k.who = k.groups[i], p.Bits, "g:"+n
+				k.narrowArg = strconv.Itoa(rkeys.AdmitGroupKey + i)
 			}
 		}
 	}
-	k.trust, k.groupTrust = rkeys.SourceTrust(k.log), rkeys.GroupTrust(narrow)
-	k.digest = rkeys.Digest(k.log) + rkeys.Digest(narrow)
+	k.digest = rkeys.Digest(k.log) + rkeys.Digest(k.narrowLog)
 	return k
 }

@@ -163,8 +163,15 @@ func rawSuffix(v string) string {
 const clockLua = `NOW = t[1] * 1000 + math.floor(t[2] / 1000)
 NOWUS = (t[1] - 1577836800) * 1000000 + t[2]`
 
-// statePattern matches [Breaker]'s value.
-const statePattern = `^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$`
+// statePattern matches [Breaker]'s value; headPattern its head, which is
+// all a closed breaker's fast path reads; prevfPattern and tailPattern the
+// refusals of the window before and the open breaker's fields.
+const (
+	statePattern = `^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$`
+	headPattern  = `^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)`
+	prevfPattern = `^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)`
+	tailPattern  = ` (%d+) (%d+) (%d+) (%d+)$`
+)
 
 // num formats f as a Lua number literal.
 func num(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
@@ -177,8 +184,7 @@ func lbool(b bool) string {
 }
 
 // writeHeader writes the constants of a kind's breaker and the variables
-// every breaker script shares. KEYS[1..10] of every such script are the
-// kind's breaker keys ([BreakerKeys]).
+// every breaker script shares, with the kind's fixed keys as constants.
 func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 	checkKind(kind)
 	switch c.Mode {
@@ -189,12 +195,13 @@ func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 	w := max(c.WindowMS, 1)
 	fmt.Fprintf(b, "local KIND, TAG, LOGLEN = '%s', '%s', %d\n", kind, Tag, max(logLen, 1))
 	fmt.Fprintf(b, "local OFF, NONE, NOGROUP = 1e15, '%s', '%s'\n", None, luaBytes(NoGroup))
-	fmt.Fprintf(b, "local BPAT = '%s'\n", statePattern)
+	fmt.Fprintf(b, "local BPAT, BHEAD, BPREVF, BTAIL = '%s', '%s', '%s', '%s'\n", statePattern, headPattern, prevfPattern, tailPattern)
 	fmt.Fprintf(b, "local W, FLOORC, FLOORR, SF, ALPHA = %d, %s, %s, %s, %s\n", w, num(c.FloorCount),
 		num(c.FloorCount*1000/float64(w)), num(c.SurgeFactor), num(min(max(c.Alpha, 1e-9), 1)))
 	fmt.Fprintf(b, "local WARM, DAY, RISEW, RISED = %d, %d, %s, %s\n", c.WarmupMS, max(c.DayMS, 1), num(c.RisePerWindow), num(max(c.RisePerDay, 1)))
 	fmt.Fprintf(b, "local CEILC, CEILF, CEILMINC = %s, %s, %s\n", num(c.CeilingCount), num(c.CeilingFactor), num(c.CeilingMinCount))
-	fmt.Fprintf(b, "local BUDP, BUDC, BUDF, BUDMIN = %d, %s, %s, %s\n", max(c.BudgetMS, w), num(c.BudgetCount), num(c.BudgetFactor), num(c.BudgetMin))
+	fmt.Fprintf(b, "local BUDP, BUDC, BUDF, BUDMIN, BUDON = %d, %s, %s, %s, %s\n", max(c.BudgetMS, w), num(c.BudgetCount), num(c.BudgetFactor),
+		num(c.BudgetMin), lbool(c.BudgetCount > 0 || c.BudgetFactor > 0))
 	fmt.Fprintf(b, "local RR, RMINC, RSRC = %s, %s, %d\n", num(c.RefusalRatio), num(c.RefusalCount), c.RefusalSources)
 	fmt.Fprintf(b, "local RF, RRAT = %d, %s\n", c.RelayFailures, num(c.RelayRatio))
 	fmt.Fprintf(b, "local COOL, MAXCOOL, PROBE, MODE = %d, %d, %d, '%s'\n", max(c.CooldownMS, 1), max(c.MaxCooldownMS, c.CooldownMS, 1), max(c.ProbeUS, 1), c.Mode)
@@ -204,8 +211,16 @@ func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 	fmt.Fprintf(b, "local RDCOL, RDNEED, RDALPHA, RDFALL = %s, %s, %s, %s\n", num(c.RedeemCollapse), num(c.RedeemNeed), num(min(max(c.RedeemAlpha, 1e-9), 1)), num(c.RedeemFall))
 	fmt.Fprintf(b, "local RPMIN, RPSRC, RPRAT, CLOSEF = %d, %d, %s, %s\n", c.ReportMin, c.ReportSources, num(c.ReportRatio), num(c.CloseFactor))
 	fmt.Fprintf(b, "local RGPFX, RPPFX = '%s', '%s'\n", RedemptionSources(kind), ReportSources(kind))
-	b.WriteString(`local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local B, NOW, NOWUS, CNT, DCNT
+	// The kind's fixed keys are constants of its scripts rather than
+	// arguments: every key shares the hash tag, so each script runs on the
+	// node of the keys it declares, and the arguments a decision sends are
+	// only its own email's keys.
+	q := func(k string) string { return "'" + k + "'" }
+	fmt.Fprintf(b, "local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = %s\n", strings.Join(mapStr(BreakerKeys(kind), q), ", "))
+	fmt.Fprintf(b, "local HK, HRK, STK, LOGK, AK, KK = %s, %s, %s, %s, %s, %s\n", q(Held(kind)), q(Releasing(kind)), q(Stats), q(Decisions),
+		q(Admitted(kind)), q(Kinds))
+	fmt.Fprintf(b, "local LTK, LQK, LDK = %s, %s, %s\n", q(Lane(kind, 't')), q(Lane(kind, 'q')), q(Lane(kind, 'd')))
+	b.WriteString(`local B, NOW, NOWUS, CNT, DCNT
 local dirty, trans = false, nil
 `)
 }
@@ -219,10 +234,20 @@ func luaBytes(s string) string {
 	return b.String()
 }
 
-// BreakerKeys returns KEYS[1..10] of every script of a kind: [Breaker],
-// [BreakerInfo], [BreakerCount], [BreakerRefused], [BreakerPace],
-// [BreakerSendPace], [Budget], [Redemption], [RefusedSources] and
-// [RefusedRecipients].
+func mapStr(in []string, f func(string) string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = f(s)
+	}
+	return out
+}
+
+// BreakerKeys returns the fixed breaker keys of a kind, which its scripts
+// name as constants: [Breaker], [BreakerInfo], [BreakerCount],
+// [BreakerRefused], [BreakerPace], [BreakerSendPace], [Budget],
+// [Redemption], [RefusedSources] and [RefusedRecipients]. Besides them
+// the scripts use the kind's [Held], [Releasing], [Admitted] and [Lane]
+// keys and [Stats], [Decisions] and [Kinds].
 func BreakerKeys(kind string) []string {
 	return []string{Breaker(kind), BreakerInfo(kind), BreakerCount(kind), BreakerRefused(kind), BreakerPace(kind),
 		BreakerSendPace(kind), Budget(kind), Redemption(kind), RefusedSources(kind), RefusedRecipients(kind)}
@@ -269,7 +294,7 @@ func (c AdmitConfig) data() admitData {
 		d.Source = append(d.Source, window{w[0] * 6, (w[0]-1)*6 + 1, w[1]})
 	}
 	for i, g := range c.Groups {
-		gd := groupData{Key: admitGroupKey + i, Cur: 6 + i, Keep: (max(g.Len, 1) - 1) * 6, TTL: max(g.TTL, 1)}
+		gd := groupData{Key: AdmitGroupKey + i, Cur: 6 + i, Keep: (max(g.Len, 1) - 1) * 6, TTL: max(g.TTL, 1)}
 		for _, w := range g.Windows {
 			gd.Windows = append(gd.Windows, window{w[0] * 6, (w[0]-1)*6 + 1, w[1]})
 		}
@@ -283,9 +308,9 @@ func (c AdmitConfig) data() admitData {
 	return d
 }
 
-// admitGroupKey is the index of the first group key in KEYS of the
-// admission script.
-const admitGroupKey = 25
+// AdmitGroupKey is the index (1-based, as in Lua) of the first group key
+// in KEYS of the admission script.
+const AdmitGroupKey = 4
 
 // render executes the template file name with data for a kind's breaker
 // c, with the header first; open is the open-breaker block's settings.
@@ -356,21 +381,14 @@ func AdmitLua(c AdmitConfig) string {
 // MGET, TIME, INCR of the window count, INCR of the budget for a new
 // recipient, a SET per log and one INCR, and creates no Lua closure.
 //
-// KEYS[1..10] -> [BreakerKeys]
-// KEYS[11] -> recipient log ([Recipient] or [Account])
-// KEYS[12] -> source log ([Source])
-// KEYS[13] -> suppression ([Suppression])
-// KEYS[14] -> held emails ([Held])
-// KEYS[15] -> [Stats]
-// KEYS[16] -> [Decisions]
-// KEYS[17] -> admitted counter ([Admitted])
-// KEYS[18] -> [Kinds]
-// KEYS[19] -> [HeldMarker] of the recipient log
-// KEYS[20] -> [SourceTrust]
-// KEYS[21] -> [GroupTrust] of the source's narrowest group, or [None]
-// KEYS[22..24] -> [Lane] 't', 'q', 'd'
-// KEYS[25...] -> [Group] logs, one per configured prefix ([None] if the
+// KEYS[1] -> recipient log ([Recipient] or [Account])
+// KEYS[2] -> source log ([Source])
+// KEYS[3] -> suppression ([Suppression])
+// KEYS[4...] -> [Group] logs, one per configured prefix ([None] if the
 // source has no such group)
+// (The kind's fixed keys are constants of the script; the recipient's
+// [HeldMarker], the source's [SourceTrust] and its narrowest group's
+// [GroupTrust] are derived from KEYS.)
 // --
 // ARGV[1] -> email tag ([EmailTag])
 // ARGV[2] -> email id
@@ -379,6 +397,7 @@ func AdmitLua(c AdmitConfig) string {
 // ARGV[5] -> recipient hash for the log
 // ARGV[6] -> the trust signal, or ""
 // ARGV[7] -> the source's narrowest group (or the source), for the HLLs
+// ARGV[8] -> the index in KEYS of the narrowest group's log, "0" if none
 //
 // Returns "<outcome>:<reason>" followed by the breaker suffix (see
 // [BreakerConfig]): "queued:", "queued:replay", "queued:probe",
@@ -414,13 +433,9 @@ func DispatchLua(kind string, c BreakerConfig) string {
 //     nothing consumed, no claim taken;
 //  5. otherwise the rates are consumed and the claim is taken with a lease.
 //
-// KEYS[1..10] -> [BreakerKeys]
-// KEYS[11] -> claim ([Claim])
-// KEYS[12] -> [Global]
-// KEYS[13] -> domain rate ([Domain])
-// KEYS[14] -> held emails ([Held])
-// KEYS[15] -> [Stats]
-// KEYS[16] -> [Decisions]
+// KEYS[1] -> claim ([Claim])
+// KEYS[2] -> [Global]
+// KEYS[3] -> domain rate ([Domain])
 // --
 // ARGV[1]  -> claim value of this attempt ([AttemptValue])
 // ARGV[2]  -> lease, ms
@@ -469,10 +484,7 @@ func SettleLua(kind string, c BreakerConfig) string {
 // success resets the consecutive count and closes a half-open relay
 // breaker.
 //
-// KEYS[1..10] -> [BreakerKeys]
-// KEYS[11] -> claim ([Claim])
-// KEYS[12] -> [Stats]
-// KEYS[13] -> [Decisions]
+// KEYS[1] -> claim ([Claim])
 // --
 // ARGV[1] -> claim value of this attempt ([AttemptValue])
 // ARGV[2] -> "sent", "failed", "expired" or "retry"
@@ -509,10 +521,7 @@ func FeedbackLua(kind string, logLen int, c BreakerConfig) string {
 // sent. Each email takes one feedback: the claim's first byte becomes
 // [ClaimConfirmed] or [ClaimReported].
 //
-// KEYS[1..10] -> [BreakerKeys]
-// KEYS[11] -> claim ([Claim])
-// KEYS[12] -> [Stats]
-// KEYS[13] -> [Decisions]
+// KEYS[1] -> claim ([Claim])
 // --
 // ARGV[1] -> "confirm" or "report"
 // ARGV[2] -> email id
@@ -537,9 +546,8 @@ func ControlLua(kind string, c BreakerConfig) string {
 // by time), "reset" closes it and clears its counts, its budget use, its
 // relay counters and its cooldown doublings.
 //
-// KEYS[1..10] -> [BreakerKeys]
-// KEYS[11] -> [Held]
-// KEYS[12] -> [Releasing]
+// KEYS[1] -> [Breaker] (declared so that a cluster client sends it to the
+// guard's node)
 // --
 // ARGV[1] -> "state", "trip" or "reset"
 // ARGV[2] -> reason code for trip: "s", "f", "r" or "m"
@@ -585,19 +593,11 @@ func ReleaseLua(c AdmitConfig) string {
 // the email's new fate counted instead, so each request keeps exactly one
 // terminal outcome or is in flight again.
 //
-// KEYS[1..10] -> [BreakerKeys]
-// KEYS[11] -> recipient log ([Recipient] or [Account]; any key for purge/invalid)
-// KEYS[12] -> suppression ([Suppression]; likewise)
-// KEYS[13] -> [Held]
-// KEYS[14] -> [Releasing]
-// KEYS[15] -> [Stats]
-// KEYS[16] -> [Decisions]
-// KEYS[17] -> admitted counter ([Admitted])
-// KEYS[18] -> [Kinds]
-// KEYS[19] -> claim ([Claim])
-// KEYS[20] -> [HeldMarker]
-// KEYS[21] -> [SourceTrust]
-// KEYS[22] -> [GroupTrust] or [None]
+// KEYS[1] -> recipient log ([Recipient] or [Account]; any key for purge/invalid)
+// KEYS[2] -> suppression ([Suppression]; likewise)
+// KEYS[3] -> claim ([Claim])
+// KEYS[4] -> source log ([Source]), whose [SourceTrust] is read
+// KEYS[5] -> the narrowest [Group] log, whose [GroupTrust] is read, or [None]
 // --
 // ARGV[1] -> email tag ([EmailTag])
 // ARGV[2] -> email id
@@ -621,9 +621,7 @@ func SweepLua(kind string, c BreakerConfig) string {
 // batch of a kind's [Held] hash (one HSCAN step), counting each expired
 // (reason held) instead of held.
 //
-// KEYS[1..10] -> [BreakerKeys]
-// KEYS[11] -> [Held]
-// KEYS[12] -> [Stats]
+// KEYS[1] -> [Held]
 // --
 // ARGV[1] -> HSCAN cursor
 // ARGV[2] -> HSCAN count

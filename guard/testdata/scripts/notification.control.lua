@@ -1,10 +1,10 @@
 local KIND, TAG, LOGLEN = 'notification', '{fg}', 1
 local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
-local BPAT = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+local BPAT, BHEAD, BPREVF, BTAIL = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)', '^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)', ' (%d+) (%d+) (%d+) (%d+)$'
 local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 0, 9.92063492063492e-05
 local WARM, DAY, RISEW, RISED = 86400000, 86400000, 0.1, 2
 local CEILC, CEILF, CEILMINC = 0, 0, 0
-local BUDP, BUDC, BUDF, BUDMIN = 86400000, 0, 0, 0
+local BUDP, BUDC, BUDF, BUDMIN, BUDON = 86400000, 0, 0, 0, false
 local RR, RMINC, RSRC = 0, 30, 20
 local RF, RRAT = 10, 0.9
 local COOL, MAXCOOL, PROBE, MODE = 600000, 4800000, 1000000, 'clamp'
@@ -14,11 +14,13 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 0, 0, 1, 0, 1
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
 local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
 local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
-local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:notification', '{fg}:bi:notification', '{fg}:bn:notification', '{fg}:bf:notification', '{fg}:bq:notification', '{fg}:bs:notification', '{fg}:bd:notification', '{fg}:rd:notification', '{fg}:bfs:notification', '{fg}:bfr:notification'
+local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:notification', '{fg}:hr:notification', '{fg}:stats', '{fg}:log', '{fg}:n:notification', '{fg}:kinds'
+local LTK, LQK, LDK = '{fg}:blt:notification', '{fg}:blq:notification', '{fg}:bld:notification'
 local B, NOW, NOWUS, CNT, DCNT
 local dirty, trans = false, nil
 -- The admin operations on the notification breaker (see rkeys.ControlScript).
-local hkey, hrkey = KEYS[11], KEYS[12]
+local hkey, hrkey = HK, HRK
 local op, rc = ARGV[1], ARGV[2]
 
 local t = redis.call('TIME')
@@ -32,8 +34,8 @@ NOWUS = (t[1] - 1577836800) * 1000000 + t[2]
 --
 -- The including script sets B (the state, see bparse), NOW (Redis ms),
 -- NOWUS (µs since 2020-01-01) and CNT (the window's eligible count, when it
--- knows it), and the key names BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK.
--- The kind's constants come from the script's header (rkeys.BreakerConfig).
+-- knows it). The kind's constants and fixed key names come from the
+-- script's header (rkeys.BreakerConfig).
 
 local STATES = {c = 'closed', o = 'open', h = 'half_open'}
 local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual', c = 'ceiling', b = 'budget',
@@ -41,10 +43,12 @@ local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual', c = 'ce
 local BASE
 
 -- bparse reads the state string:
--- "<st><rs> idx prev prevf thr ceil untl ai li op didx dprev bud fl".
+-- "<st><rs> idx prev lim didx dprev bud fl prevf thr ceil untl ai li op"
+-- (lim, the smaller of thr and ceil, is what a closed breaker's fast path
+-- compares with; it is recomputed on every save).
 local function bparse(s)
   if not s then return nil end
-  local st, rs, idx, prev, prevf, thr, ceil, untl, ai, li, op, didx, dprev, bud, fl = string.match(s, BPAT)
+  local st, rs, idx, prev, _, didx, dprev, bud, fl, prevf, thr, ceil, untl, ai, li, op = string.match(s, BPAT)
   if st then
     return {st = st, rs = rs, idx = tonumber(idx), prev = tonumber(prev), prevf = tonumber(prevf),
       thr = tonumber(thr), ceil = tonumber(ceil), untl = tonumber(untl), ai = tonumber(ai), li = tonumber(li),
@@ -347,8 +351,10 @@ end
 local function bsuffix()
   if not B then return '' end
   if dirty then
-    redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d %d %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev,
-      B.prevf, B.thr, B.ceil, B.untl, B.ai, B.li, B.op, B.didx, B.dprev, B.bud, B.fl))
+    local lim = B.ceil
+    if B.thr > 0 and B.thr < lim then lim = B.thr end
+    redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d %d %d %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev,
+      lim, B.didx, B.dprev, B.bud, B.fl, B.prevf, B.thr, B.ceil, B.untl, B.ai, B.li, B.op))
     dirty = false
   end
   if B.st == 'c' and not trans then return '' end

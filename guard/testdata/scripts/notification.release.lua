@@ -1,10 +1,10 @@
 local KIND, TAG, LOGLEN = 'notification', '{fg}', 10000
 local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
-local BPAT = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+local BPAT, BHEAD, BPREVF, BTAIL = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)', '^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)', ' (%d+) (%d+) (%d+) (%d+)$'
 local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 0, 9.92063492063492e-05
 local WARM, DAY, RISEW, RISED = 86400000, 86400000, 0.1, 2
 local CEILC, CEILF, CEILMINC = 0, 0, 0
-local BUDP, BUDC, BUDF, BUDMIN = 86400000, 0, 0, 0
+local BUDP, BUDC, BUDF, BUDMIN, BUDON = 86400000, 0, 0, 0, false
 local RR, RMINC, RSRC = 0, 30, 20
 local RF, RRAT = 10, 0.9
 local COOL, MAXCOOL, PROBE, MODE = 600000, 4800000, 1000000, 'clamp'
@@ -14,14 +14,17 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 0, 0, 1, 0, 1
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
 local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
 local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
-local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:notification', '{fg}:bi:notification', '{fg}:bn:notification', '{fg}:bf:notification', '{fg}:bq:notification', '{fg}:bs:notification', '{fg}:bd:notification', '{fg}:rd:notification', '{fg}:bfs:notification', '{fg}:bfr:notification'
+local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:notification', '{fg}:hr:notification', '{fg}:stats', '{fg}:log', '{fg}:n:notification', '{fg}:kinds'
+local LTK, LQK, LDK = '{fg}:blt:notification', '{fg}:blq:notification', '{fg}:bld:notification'
 local B, NOW, NOWUS, CNT, DCNT
 local dirty, trans = false, nil
 -- One held notification email for a release, a dry run or a purge (see
 -- rkeys.ReleaseScript).
-local rkey, ukey, hkey, hrkey, stkey, logkey, akey, kkey, ckey = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15],
-  KEYS[16], KEYS[17], KEYS[18], KEYS[19]
-local hmkey, tskey, tgkey = KEYS[20], KEYS[21], KEYS[22]
+local rkey, ukey, ckey, skey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local hkey, hrkey, stkey, logkey, akey, kkey = HK, HRK, STK, LOGK, AK, KK
+local hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
+if gkey ~= NONE then tgkey = TAG .. 'U' .. string.sub(gkey, 6) end
 local tag, id, op, rcpt, trust = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
 local v = redis.call('HGET', hkey, id)

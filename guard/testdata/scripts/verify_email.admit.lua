@@ -1,10 +1,10 @@
 local KIND, TAG, LOGLEN = 'verify_email', '{fg}', 10000
 local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
-local BPAT = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+local BPAT, BHEAD, BPREVF, BTAIL = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)', '^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)', ' (%d+) (%d+) (%d+) (%d+)$'
 local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 5, 9.92063492063492e-05
 local WARM, DAY, RISEW, RISED = 86400000, 86400000, 0.1, 2
 local CEILC, CEILF, CEILMINC = 0, 10, 600
-local BUDP, BUDC, BUDF, BUDMIN = 86400000, 0, 3, 10000
+local BUDP, BUDC, BUDF, BUDMIN, BUDON = 86400000, 0, 3, 10000, true
 local RR, RMINC, RSRC = 0.5, 30, 20
 local RF, RRAT = 10, 0.9
 local COOL, MAXCOOL, PROBE, MODE = 600000, 4800000, 1000000, 'hold'
@@ -14,15 +14,17 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:verify_email:', '{fg}:rp:verify_email:'
-local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:verify_email', '{fg}:bi:verify_email', '{fg}:bn:verify_email', '{fg}:bf:verify_email', '{fg}:bq:verify_email', '{fg}:bs:verify_email', '{fg}:bd:verify_email', '{fg}:rd:verify_email', '{fg}:bfs:verify_email', '{fg}:bfr:verify_email'
+local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:verify_email', '{fg}:hr:verify_email', '{fg}:stats', '{fg}:log', '{fg}:n:verify_email', '{fg}:kinds'
+local LTK, LQK, LDK = '{fg}:blt:verify_email', '{fg}:blq:verify_email', '{fg}:bld:verify_email'
 local B, NOW, NOWUS, CNT, DCNT
 local dirty, trans = false, nil
 -- Admission of one verify_email email: suppression, dedup window, every
 -- per-recipient, per-source and per-source-group window, the source's
 -- redemption record, then the kind's breaker (see rkeys.AdmitScript).
-local rkey, skey, ukey, hkey, stkey, logkey, akey, kkey = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[18]
-local hmkey, tskey, tgkey, ltkey, lqkey, ldkey, qkey = KEYS[19], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24], PK
-local tag, id, payload, sample, rcpt, trust, who = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local rkey, skey, ukey = KEYS[1], KEYS[2], KEYS[3]
+local hkey, stkey, logkey, akey, kkey, qkey = HK, STK, LOGK, AK, KK, PK
+local tag, id, payload, sample, rcpt, trust, who, narrow = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 
 -- 48-bit big-endian times in plain Lua (no struct library, which
 -- miniredis, the -dev mode's Redis, does not have).
@@ -39,11 +41,14 @@ local function p48(n)
   return string.char(n, b, c, d, e, f)
 end
 
-local cur = redis.call('MGET', rkey, skey, BK, ukey, NK, KEYS[25], KEYS[26], KEYS[27])
+local cur = redis.call('MGET', rkey, skey, BK, ukey, NK, KEYS[4], KEYS[5], KEYS[6])
 local rlog, slog = cur[1] or '', cur[2] or ''
-local glog25 = cur[6] or ''
-local glog26 = cur[7] or ''
-local glog27 = cur[8] or ''
+local glog4 = cur[6] or ''
+local glog5 = cur[7] or ''
+local glog6 = cur[8] or ''
+local hmkey, tskey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6)
+local tgkey = NONE
+if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
 -- A re-sent script finds its own admission in the recipient log.
 local p = string.find(rlog, tag, 1, true)
 while p do
@@ -62,7 +67,8 @@ if string.byte(rlog, 1) == 83 then
   if tonumber(string.sub(rlog, 2)) > nows then outcome, reason = 'suppressed', 'reported' end
   rlog = ''
 end
-local bst, brs, bidx, bprev, bprevf, bthr, bceil, buntl, bai, bli, bop, bdidx, bdprev, bbud, bfl = string.match(cur[3] or '', BPAT)
+-- The closed breaker's fast path needs only the state's head.
+local bst, brs, bidx, bprev, blim, bdidx, bdprev, bbud, bfl = string.match(cur[3] or '', BHEAD)
 -- The n-th newest recipient admission's time is string.sub(rlog, 19n-9, 19n).
 if outcome then
 elseif cur[4] then
@@ -75,11 +81,11 @@ elseif #rlog >= 190 and nows - tonumber(string.sub(rlog, 181, 190)) <= 86400 the
   outcome, reason = 'capped', 'recipient'
 elseif #slog >= 120 and now - u48(slog, 115) < 3600000 then
   outcome, reason = 'capped', 'source'
-elseif #glog25 >= 360 and now - u48(glog25, 355) < 3600000 then
+elseif #glog4 >= 360 and now - u48(glog4, 355) < 3600000 then
   outcome, reason = 'capped', 'group'
-elseif #glog26 >= 120 and now - u48(glog26, 115) < 3600000 then
+elseif #glog5 >= 120 and now - u48(glog5, 115) < 3600000 then
   outcome, reason = 'capped', 'group'
-elseif #glog27 >= 360 and now - u48(glog27, 355) < 3600000 then
+elseif #glog6 >= 360 and now - u48(glog6, 355) < 3600000 then
   outcome, reason = 'capped', 'group'
 elseif bfl and tonumber(bfl) >= 2 and #slog >= 30 and now - u48(slog, 25) >= RDLAG
   and not redis.call('GET', tskey) then
@@ -109,21 +115,23 @@ if refused then
   redis.call('PFADD', FSK, who)
   redis.call('PFADD', FRK, rkey)
   if fast and bst == 'c' then
-    local tot = (tonumber(bprev) + tonumber(bprevf)) * frac + (tonumber(cur[5]) or 0) + cf
-    if tot >= RMINC and tonumber(bprevf) * frac + cf >= RR * tot then fast = false end
+    local bprevf = tonumber(string.match(cur[3], BPREVF))
+    local tot = (tonumber(bprev) + bprevf) * frac + (tonumber(cur[5]) or 0) + cf
+    if tot >= RMINC and bprevf * frac + cf >= RR * tot then fast = false end
   end
   if fast and bst ~= 'c' then sfx = '|' .. bst .. brs end
 elseif not eligible then
   -- Suppressed: nothing for the breaker to count.
   fast, sfx = true, ((string.sub(cur[3] or 'c', 1, 1) == 'o' or string.sub(cur[3] or 'c', 1, 1) == 'h') and '|' .. string.sub(cur[3], 1, 2) or '')
 elseif fast and bst == 'c' then
-  local est = tonumber(bprev) * frac + CNT
-  if (tonumber(bthr) > 0 and est > tonumber(bthr)) or est > tonumber(bceil) then fast = false end
-  if fast and isnew then
+  if tonumber(bprev) * frac + CNT > tonumber(blim) then fast = false end
+  if fast and isnew and BUDON then
     DCNT = redis.call('INCR', DK)
     if tonumber(bdprev) * (1 - (now - tonumber(bdidx) * BUDP) / BUDP) + DCNT > tonumber(bbud) then fast = false end
   end
-elseif fast and bst == 'o' and brs ~= 'r' and (buntl == '0' or now < tonumber(buntl)) then
+elseif fast and bst == 'o' and brs ~= 'r' then
+  local buntl, bai, bli, bop = string.match(cur[3], BTAIL)
+  if buntl == '0' or now < tonumber(buntl) then
   -- Open or half-open: lanes first, for what an attack cannot produce in
   -- bulk, each paced on its own; then probes (half-open) or the clamp;
   -- then the mode.
@@ -131,17 +139,17 @@ elseif fast and bst == 'o' and brs ~= 'r' and (buntl == '0' or now < tonumber(bu
   local hm, li = o2[1], tonumber(bli)
   if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
   if not outcome and trust ~= '' then
-    local lt = tonumber(redis.call('GET', ltkey)) or NOWUS
+    local lt = tonumber(redis.call('GET', LTK)) or NOWUS
     if lt <= NOWUS then
-      redis.call('SET', ltkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      redis.call('SET', LTK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
       lane = 'trusted'
     end
   end
   -- Sources (or their group) whose emails were redeemed before it opened.
   if not outcome and not lane and ((o2[2] and tonumber(o2[2]) < tonumber(bop)) or (o2[3] and tonumber(o2[3]) < tonumber(bop))) then
-    local lt = tonumber(redis.call('GET', ldkey)) or NOWUS
+    local lt = tonumber(redis.call('GET', LDK)) or NOWUS
     if lt <= NOWUS then
-      redis.call('SET', ldkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
       lane = 'redeemed'
     end
   end
@@ -150,9 +158,9 @@ elseif fast and bst == 'o' and brs ~= 'r' and (buntl == '0' or now < tonumber(bu
     -- arrive asks again; an attack on distinct victims asks once each.
     local age = nows - tonumber(string.match(hm, '^%d+'))
     if age >= RQAFTER then
-      local lt = tonumber(redis.call('GET', lqkey)) or NOWUS
+      local lt = tonumber(redis.call('GET', LQK)) or NOWUS
       if lt <= NOWUS then
-        redis.call('SET', lqkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+        redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
         lane = 'rerequest'
       end
     end
@@ -186,7 +194,10 @@ elseif fast and bst == 'o' and brs ~= 'r' and (buntl == '0' or now < tonumber(bu
     end
   end
 
-  sfx = '|' .. bst .. brs
+    sfx = '|' .. bst .. brs
+  else
+    fast = false
+  end
 else
   fast = false
 end
@@ -199,8 +210,8 @@ if not fast then
 --
 -- The including script sets B (the state, see bparse), NOW (Redis ms),
 -- NOWUS (µs since 2020-01-01) and CNT (the window's eligible count, when it
--- knows it), and the key names BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK.
--- The kind's constants come from the script's header (rkeys.BreakerConfig).
+-- knows it). The kind's constants and fixed key names come from the
+-- script's header (rkeys.BreakerConfig).
 
 local STATES = {c = 'closed', o = 'open', h = 'half_open'}
 local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual', c = 'ceiling', b = 'budget',
@@ -208,10 +219,12 @@ local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual', c = 'ce
 local BASE
 
 -- bparse reads the state string:
--- "<st><rs> idx prev prevf thr ceil untl ai li op didx dprev bud fl".
+-- "<st><rs> idx prev lim didx dprev bud fl prevf thr ceil untl ai li op"
+-- (lim, the smaller of thr and ceil, is what a closed breaker's fast path
+-- compares with; it is recomputed on every save).
 local function bparse(s)
   if not s then return nil end
-  local st, rs, idx, prev, prevf, thr, ceil, untl, ai, li, op, didx, dprev, bud, fl = string.match(s, BPAT)
+  local st, rs, idx, prev, _, didx, dprev, bud, fl, prevf, thr, ceil, untl, ai, li, op = string.match(s, BPAT)
   if st then
     return {st = st, rs = rs, idx = tonumber(idx), prev = tonumber(prev), prevf = tonumber(prevf),
       thr = tonumber(thr), ceil = tonumber(ceil), untl = tonumber(untl), ai = tonumber(ai), li = tonumber(li),
@@ -514,8 +527,10 @@ end
 local function bsuffix()
   if not B then return '' end
   if dirty then
-    redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d %d %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev,
-      B.prevf, B.thr, B.ceil, B.untl, B.ai, B.li, B.op, B.didx, B.dprev, B.bud, B.fl))
+    local lim = B.ceil
+    if B.thr > 0 and B.thr < lim then lim = B.thr end
+    redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d %d %d %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev,
+      lim, B.didx, B.dprev, B.bud, B.fl, B.prevf, B.thr, B.ceil, B.untl, B.ai, B.li, B.op))
     dirty = false
   end
   if B.st == 'c' and not trans then return '' end
@@ -560,17 +575,17 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
   local hm, li = o2[1], B.li
   if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
   if not outcome and trust ~= '' then
-    local lt = tonumber(redis.call('GET', ltkey)) or NOWUS
+    local lt = tonumber(redis.call('GET', LTK)) or NOWUS
     if lt <= NOWUS then
-      redis.call('SET', ltkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      redis.call('SET', LTK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
       lane = 'trusted'
     end
   end
   -- Sources (or their group) whose emails were redeemed before it opened.
   if not outcome and not lane and ((o2[2] and tonumber(o2[2]) < B.op) or (o2[3] and tonumber(o2[3]) < B.op)) then
-    local lt = tonumber(redis.call('GET', ldkey)) or NOWUS
+    local lt = tonumber(redis.call('GET', LDK)) or NOWUS
     if lt <= NOWUS then
-      redis.call('SET', ldkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
       lane = 'redeemed'
     end
   end
@@ -579,9 +594,9 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
     -- arrive asks again; an attack on distinct victims asks once each.
     local age = nows - tonumber(string.match(hm, '^%d+'))
     if age >= RQAFTER then
-      local lt = tonumber(redis.call('GET', lqkey)) or NOWUS
+      local lt = tonumber(redis.call('GET', LQK)) or NOWUS
       if lt <= NOWUS then
-        redis.call('SET', lqkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+        redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
         lane = 'rerequest'
       end
     end
@@ -638,14 +653,14 @@ end
 -- alike, so one source cannot park more than its cap.
 if eligible and reason ~= 'replay' then
   redis.call('SET', skey, p48(now) .. string.sub(slog, 1, 114), 'PX', 3600000)
-  if KEYS[25] ~= NONE then
-    redis.call('SET', KEYS[25], p48(now) .. string.sub(glog25, 1, 354), 'PX', 3600000)
+  if KEYS[4] ~= NONE then
+    redis.call('SET', KEYS[4], p48(now) .. string.sub(glog4, 1, 354), 'PX', 3600000)
   end
-  if KEYS[26] ~= NONE then
-    redis.call('SET', KEYS[26], p48(now) .. string.sub(glog26, 1, 114), 'PX', 3600000)
+  if KEYS[5] ~= NONE then
+    redis.call('SET', KEYS[5], p48(now) .. string.sub(glog5, 1, 114), 'PX', 3600000)
   end
-  if KEYS[27] ~= NONE then
-    redis.call('SET', KEYS[27], p48(now) .. string.sub(glog27, 1, 354), 'PX', 3600000)
+  if KEYS[6] ~= NONE then
+    redis.call('SET', KEYS[6], p48(now) .. string.sub(glog6, 1, 354), 'PX', 3600000)
   end
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then

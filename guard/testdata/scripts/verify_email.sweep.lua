@@ -1,10 +1,10 @@
 local KIND, TAG, LOGLEN = 'verify_email', '{fg}', 1
 local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
-local BPAT = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+local BPAT, BHEAD, BPREVF, BTAIL = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)', '^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)', ' (%d+) (%d+) (%d+) (%d+)$'
 local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 5, 9.92063492063492e-05
 local WARM, DAY, RISEW, RISED = 86400000, 86400000, 0.1, 2
 local CEILC, CEILF, CEILMINC = 0, 10, 600
-local BUDP, BUDC, BUDF, BUDMIN = 86400000, 0, 3, 10000
+local BUDP, BUDC, BUDF, BUDMIN, BUDON = 86400000, 0, 3, 10000, true
 local RR, RMINC, RSRC = 0.5, 30, 20
 local RF, RRAT = 10, 0.9
 local COOL, MAXCOOL, PROBE, MODE = 600000, 4800000, 1000000, 'hold'
@@ -14,12 +14,14 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:verify_email:', '{fg}:rp:verify_email:'
-local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:verify_email', '{fg}:bi:verify_email', '{fg}:bn:verify_email', '{fg}:bf:verify_email', '{fg}:bq:verify_email', '{fg}:bs:verify_email', '{fg}:bd:verify_email', '{fg}:rd:verify_email', '{fg}:bfs:verify_email', '{fg}:bfr:verify_email'
+local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:verify_email', '{fg}:hr:verify_email', '{fg}:stats', '{fg}:log', '{fg}:n:verify_email', '{fg}:kinds'
+local LTK, LQK, LDK = '{fg}:blt:verify_email', '{fg}:blq:verify_email', '{fg}:bld:verify_email'
 local B, NOW, NOWUS, CNT, DCNT
 local dirty, trans = false, nil
 -- Held verify_email emails past their expiry leave the held area, counted
 -- expired (see rkeys.SweepScript).
-local hkey, stkey = KEYS[11], KEYS[12]
+local hkey, stkey = HK, STK
 local r = redis.call('HSCAN', hkey, ARGV[1], 'COUNT', ARGV[2])
 local t = redis.call('TIME')
 NOW = t[1] * 1000 + math.floor(t[2] / 1000)

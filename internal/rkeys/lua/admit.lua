@@ -1,9 +1,9 @@
 -- Admission of one {{.Kind}} email: suppression, dedup window, every
 -- per-recipient, per-source and per-source-group window, the source's
 -- redemption record, then the kind's breaker (see rkeys.AdmitScript).
-local rkey, skey, ukey, hkey, stkey, logkey, akey, kkey = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], KEYS[17], KEYS[18]
-local hmkey, tskey, tgkey, ltkey, lqkey, ldkey, qkey = KEYS[19], KEYS[20], KEYS[21], KEYS[22], KEYS[23], KEYS[24], PK
-local tag, id, payload, sample, rcpt, trust, who = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local rkey, skey, ukey = KEYS[1], KEYS[2], KEYS[3]
+local hkey, stkey, logkey, akey, kkey, qkey = HK, STK, LOGK, AK, KK, PK
+local tag, id, payload, sample, rcpt, trust, who, narrow = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 {{- if .Logs}}
 
 -- 48-bit big-endian times in plain Lua (no struct library, which
@@ -27,6 +27,9 @@ local rlog, slog = cur[1] or '', cur[2] or ''
 {{- range .Groups}}
 local glog{{.Key}} = cur[{{.Cur}}] or ''
 {{- end}}
+local hmkey, tskey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6)
+local tgkey = NONE
+if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
 -- A re-sent script finds its own admission in the recipient log.
 local p = string.find(rlog, tag, 1, true)
 while p do
@@ -44,7 +47,8 @@ if string.byte(rlog, 1) == 83 then
   if tonumber(string.sub(rlog, 2)) > nows then outcome, reason = 'suppressed', 'reported' end
   rlog = ''
 end
-local bst, brs, bidx, bprev, bprevf, bthr, bceil, buntl, bai, bli, bop, bdidx, bdprev, bbud, bfl = string.match(cur[3] or '', BPAT)
+-- The closed breaker's fast path needs only the state's head.
+local bst, brs, bidx, bprev, blim, bdidx, bdprev, bbud, bfl = string.match(cur[3] or '', BHEAD)
 -- The n-th newest recipient admission's time is string.sub(rlog, 19n-9, 19n).
 if outcome then
 elseif cur[4] then
@@ -96,8 +100,9 @@ if refused then
   redis.call('PFADD', FSK, who)
   redis.call('PFADD', FRK, rkey)
   if fast and bst == 'c' then
-    local tot = (tonumber(bprev) + tonumber(bprevf)) * frac + (tonumber(cur[5]) or 0) + cf
-    if tot >= RMINC and tonumber(bprevf) * frac + cf >= RR * tot then fast = false end
+    local bprevf = tonumber(string.match(cur[3], BPREVF))
+    local tot = (tonumber(bprev) + bprevf) * frac + (tonumber(cur[5]) or 0) + cf
+    if tot >= RMINC and bprevf * frac + cf >= RR * tot then fast = false end
   end
 {{- end}}
   if fast and bst ~= 'c' then sfx = '|' .. bst .. brs end
@@ -105,15 +110,19 @@ elseif not eligible then
   -- Suppressed: nothing for the breaker to count.
   fast, sfx = true, {{suffix "cur[3]"}}
 elseif fast and bst == 'c' then
-  local est = tonumber(bprev) * frac + CNT
-  if (tonumber(bthr) > 0 and est > tonumber(bthr)) or est > tonumber(bceil) then fast = false end
-  if fast and isnew then
+  if tonumber(bprev) * frac + CNT > tonumber(blim) then fast = false end
+  if fast and isnew and BUDON then
     DCNT = redis.call('INCR', DK)
     if tonumber(bdprev) * (1 - (now - tonumber(bdidx) * BUDP) / BUDP) + DCNT > tonumber(bbud) then fast = false end
   end
-elseif fast and bst == 'o' and brs ~= 'r' and (buntl == '0' or now < tonumber(buntl)) then
+elseif fast and bst == 'o' and brs ~= 'r' then
+  local buntl, bai, bli, bop = string.match(cur[3], BTAIL)
+  if buntl == '0' or now < tonumber(buntl) then
 {{open "tonumber(bli)" "tonumber(bop)" "tonumber(bai)" "bst"}}
-  sfx = '|' .. bst .. brs
+    sfx = '|' .. bst .. brs
+  else
+    fast = false
+  end
 else
   fast = false
 end

@@ -6,8 +6,8 @@
 --
 -- The including script sets B (the state, see bparse), NOW (Redis ms),
 -- NOWUS (µs since 2020-01-01) and CNT (the window's eligible count, when it
--- knows it), and the key names BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK.
--- The kind's constants come from the script's header (rkeys.BreakerConfig).
+-- knows it). The kind's constants and fixed key names come from the
+-- script's header (rkeys.BreakerConfig).
 
 local STATES = {c = 'closed', o = 'open', h = 'half_open'}
 local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual', c = 'ceiling', b = 'budget',
@@ -15,10 +15,12 @@ local REASONS = {s = 'surge', f = 'refusals', r = 'relay', m = 'manual', c = 'ce
 local BASE
 
 -- bparse reads the state string:
--- "<st><rs> idx prev prevf thr ceil untl ai li op didx dprev bud fl".
+-- "<st><rs> idx prev lim didx dprev bud fl prevf thr ceil untl ai li op"
+-- (lim, the smaller of thr and ceil, is what a closed breaker's fast path
+-- compares with; it is recomputed on every save).
 local function bparse(s)
   if not s then return nil end
-  local st, rs, idx, prev, prevf, thr, ceil, untl, ai, li, op, didx, dprev, bud, fl = string.match(s, BPAT)
+  local st, rs, idx, prev, _, didx, dprev, bud, fl, prevf, thr, ceil, untl, ai, li, op = string.match(s, BPAT)
   if st then
     return {st = st, rs = rs, idx = tonumber(idx), prev = tonumber(prev), prevf = tonumber(prevf),
       thr = tonumber(thr), ceil = tonumber(ceil), untl = tonumber(untl), ai = tonumber(ai), li = tonumber(li),
@@ -321,8 +323,10 @@ end
 local function bsuffix()
   if not B then return '' end
   if dirty then
-    redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d %d %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev,
-      B.prevf, B.thr, B.ceil, B.untl, B.ai, B.li, B.op, B.didx, B.dprev, B.bud, B.fl))
+    local lim = B.ceil
+    if B.thr > 0 and B.thr < lim then lim = B.thr end
+    redis.call('SET', BK, string.format('%s%s %d %d %d %d %d %d %d %d %d %d %d %d %d %d', B.st, B.rs, B.idx, B.prev,
+      lim, B.didx, B.dprev, B.bud, B.fl, B.prevf, B.thr, B.ceil, B.untl, B.ai, B.li, B.op))
     dirty = false
   end
   if B.st == 'c' and not trans then return '' end

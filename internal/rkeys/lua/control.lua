@@ -1,5 +1,5 @@
 -- The admin operations on the {{.Kind}} breaker (see rkeys.ControlScript).
-local hkey, hrkey = KEYS[11], KEYS[12]
+local hkey, hrkey = HK, HRK
 local op, rc = ARGV[1], ARGV[2]
 
 local t = redis.call('TIME')

@@ -1,5 +1,5 @@
 -- Dispatch of one {{.Kind}} send attempt (see rkeys.DispatchScript).
-local ckey, gkey, dkey, hkey, stkey, logkey, pkey = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16], SK
+local ckey, gkey, dkey, hkey, stkey, logkey, pkey = KEYS[1], KEYS[2], KEYS[3], HK, STK, LOGK, SK
 local attempt, lease, exp, margin = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local gi, gb, di, db = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local id, payload, sample, rcpt, loglen, laned = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14] == '1'

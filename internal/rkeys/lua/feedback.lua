@@ -1,5 +1,5 @@
 -- Feedback on one sent {{.Kind}} email (see rkeys.FeedbackScript).
-local ckey, stkey, logkey = KEYS[11], KEYS[12], KEYS[13]
+local ckey, stkey, logkey = KEYS[1], STK, LOGK
 local op, id, trustms, supms = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 
 local v = redis.call('GET', ckey)

@@ -8,9 +8,9 @@
 {{- end}}
 {{- if .LaneTrusted}}
   if not outcome and trust ~= '' then
-    local lt = tonumber(redis.call('GET', ltkey)) or NOWUS
+    local lt = tonumber(redis.call('GET', LTK)) or NOWUS
     if lt <= NOWUS then
-      redis.call('SET', ltkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      redis.call('SET', LTK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
       lane = 'trusted'
     end
   end
@@ -18,9 +18,9 @@
 {{- if .LaneRedeemed}}
   -- Sources (or their group) whose emails were redeemed before it opened.
   if not outcome and not lane and ((o2[2] and tonumber(o2[2]) < {{.Op}}) or (o2[3] and tonumber(o2[3]) < {{.Op}})) then
-    local lt = tonumber(redis.call('GET', ldkey)) or NOWUS
+    local lt = tonumber(redis.call('GET', LDK)) or NOWUS
     if lt <= NOWUS then
-      redis.call('SET', ldkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
       lane = 'redeemed'
     end
   end
@@ -31,9 +31,9 @@
     local age = nows - tonumber(string.match(hm, '^%d+'))
 {{- if .LaneRerequest}}
     if age >= RQAFTER then
-      local lt = tonumber(redis.call('GET', lqkey)) or NOWUS
+      local lt = tonumber(redis.call('GET', LQK)) or NOWUS
       if lt <= NOWUS then
-        redis.call('SET', lqkey, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+        redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
         lane = 'rerequest'
       end
     end

@@ -1,8 +1,9 @@
 -- One held {{.Kind}} email for a release, a dry run or a purge (see
 -- rkeys.ReleaseScript).
-local rkey, ukey, hkey, hrkey, stkey, logkey, akey, kkey, ckey = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15],
-  KEYS[16], KEYS[17], KEYS[18], KEYS[19]
-local hmkey, tskey, tgkey = KEYS[20], KEYS[21], KEYS[22]
+local rkey, ukey, ckey, skey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local hkey, hrkey, stkey, logkey, akey, kkey = HK, HRK, STK, LOGK, AK, KK
+local hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
+if gkey ~= NONE then tgkey = TAG .. 'U' .. string.sub(gkey, 6) end
 local tag, id, op, rcpt, trust = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
 local v = redis.call('HGET', hkey, id)

@@ -1,5 +1,5 @@
 -- Settle of one {{.Kind}} send attempt (see rkeys.SettleScript).
-local ckey, stkey, logkey = KEYS[11], KEYS[12], KEYS[13]
+local ckey, stkey, logkey = KEYS[1], STK, LOGK
 local attempt, outcome, reason, exp, margin = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local sample, rcpt, id, loglen, relay, meta = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 

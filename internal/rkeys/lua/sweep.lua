@@ -1,6 +1,6 @@
 -- Held {{.Kind}} emails past their expiry leave the held area, counted
 -- expired (see rkeys.SweepScript).
-local hkey, stkey = KEYS[11], KEYS[12]
+local hkey, stkey = HK, STK
 local r = redis.call('HSCAN', hkey, ARGV[1], 'COUNT', ARGV[2])
 local t = redis.call('TIME')
 {{clock}}
