@@ -127,7 +127,7 @@ type plan struct {
 	lease     string
 	// groups are the kind's source-group prefixes, in the order of their
 	// keys in the admission script.
-	groups []GroupPrefix
+	groups      []GroupPrefix
 	breakerKey  string
 	heldKey     string
 	releasing   string
