@@ -36,12 +36,22 @@
 // Every request ends in one terminal outcome (DESIGN.md, Decisions), counted
 // per kind in Redis by the script that decides it, so
 // requested = sum of outcomes + in flight holds across processes
-// ([KindStats]). Admission precedence: suppressed, duplicate, capped
-// (recipient, then source), then the breaker (held or shed). Quota is
-// consumed only by admitted emails: a refused request, whoever sent it,
-// never uses up the recipient's or the source's allowance. Held emails do
-// not consume quota either; releasing them goes through admission again
-// (see Surge breaker).
+// ([KindStats]). Admission precedence: suppressed (the list, or a report
+// of this kind), duplicate, capped (recipient, then source, then source
+// group, then an unredeemed source), then the breaker (held, shed or a
+// lane). A refused request, whoever sent it, never uses up the
+// recipient's or the source's allowance. A request that passed the caps
+// uses its source's and its groups' quota whatever the breaker does with
+// it (queued, held, shed), so that one source cannot park more than its
+// cap; it uses the recipient's quota only when it is queued.
+//
+// Sources ([queue.Email].Source) are normalised ([NormalizeSource]: an IP
+// address in its canonical form, IPv4-mapped IPv6 as IPv4, no zone or
+// port); an IP source also counts under its networks, the prefixes of
+// [KindPolicy].PerGroup (IPv4 /24, IPv6 /64 and /48 by default), each with
+// caps of its own, so that an attacker rotating addresses inside one
+// network meets one cap. With [queue.Email].Account set, per-recipient
+// dedup and caps key on the account instead of the address.
 //
 // Per-recipient and per-source windows are sliding logs: the key holds the
 // times (Redis TIME) of the last N admissions, newest first, and "N/period"
@@ -69,24 +79,26 @@
 //
 // # Round trips
 //
-// Admission is one EVALSHA of a script compiled per kind with the kind's
-// settings as constants (internal/rkeys.AdmitScript). An admitted email costs
-// six Redis calls inside it: MGET of the recipient log, source log, breaker
-// state, suppression key and the breaker's window count; TIME; INCR of the
-// window count; SET of each log; INCR of the kind's admitted counter. A
-// refusal skips the SETs and counts itself with HINCRBY in the stats hash
-// and XADD to the decision log. The first request of each breaker window
-// also rolls the window over (a few calls, once per window). Dispatch is one
-// EVALSHA: MGET of claim, breaker, global and domain rate; TIME; SET of both
-// rates and the claim. Settle is one EVALSHA: GET, TIME, SET or DEL,
-// HINCRBY, and, when the result says something about the relay, the
-// breaker's relay counters. Admission and dispatch read the kind's breaker
-// in the MGET they already make, so a transition made by one process is seen
-// by every other process at its next decision. On a closed breaker (and on
-// an open one, during an attack) the breaker costs an admission one more
-// MGET key, one INCR and one string match, and no Lua closure: 10 to 30%
-// more Redis time per admission than without it (BenchmarkAdmit,
-// BenchmarkAdmitBreaker).
+// Admission is one EVALSHA of a script rendered per kind with the kind's
+// settings and fixed keys as constants (internal/rkeys.AdmitScript; the
+// Lua is in internal/rkeys/lua, the default policy's scripts are kept in
+// testdata/scripts): the request sends only its email's keys (recipient
+// log, source log, suppression, group logs). An admitted email on a closed
+// breaker costs MGET of the recipient, source and group logs, the breaker
+// state, the suppression key and the window count; TIME; INCR of the
+// window count (and of the budget count for a new recipient); SET of each
+// log; INCR of the kind's admitted counter; no Lua closure. A refusal
+// skips the SETs and counts itself with HINCRBY in the stats hash, XADD to
+// the decision log and, for the refusal trip, INCR and two PFADDs. The
+// first request of each breaker window also rolls the window over (a few
+// calls, once per window). Dispatch is one EVALSHA: MGET of claim, breaker,
+// global and domain rate; TIME; SET of both rates and the claim. Settle is
+// one EVALSHA: GET, TIME, SET or DEL, HINCRBY, for a sent email its
+// redemption bucket (HINCRBY, PFADD), and, when the result says something
+// about the relay, the breaker's relay counters. Admission and dispatch
+// read the kind's breaker in the MGET they already make, so a transition
+// made by one process is seen by every other process at its next
+// decision.
 //
 // # Re-running scripts
 //
@@ -131,38 +143,70 @@
 // # Surge breaker
 //
 // One breaker per kind ([BreakerPolicy]), its state in Redis and moved only
-// inside the decision scripts. The admission script counts every request
-// of the kind in a sliding window (Window, default 1m: the previous fixed
-// window's count, weighted by the part of it still inside the sliding
-// window, plus the current one's) and trips as soon as the count exceeds
-// max(SurgeFactor × baseline, Floor) over the window: at thousands of
-// requests a second a surge opens the breaker within milliseconds of
-// crossing the floor, while it is still ramping. The baseline is an
-// exponentially weighted average of the rate of closed windows over the
-// Baseline period, each window capped at the threshold, so an attack is
-// not learned. It also trips when the share of requests refused by caps
-// (duplicate or capped) reaches RefusalRatio with at least RefusalMin
-// requests, and on relay failures reported by [Guard.Settle] (see
-// [IsRelayFailure]): RelayFailures in a row, or RelayRatio of the window's
-// relay results.
+// inside the decision scripts. What trips it is what an attacker cannot
+// cheaply produce, and what it learns cannot be dragged upward:
 //
-// Open, the breaker applies after the caps: hold parks the email in the
-// held area (bounded by HoldMax, beyond it shed; the area expires one TTL
-// after its newest email, when none could be delivered any more), clamp
-// admits the baseline rate (at least the probe rate) and sheds the rest,
-// shed refuses. Dispatch holds or sheds likewise the emails admitted before
-// the trip, and paces them in clamp mode. A relay breaker leaves admission
-// alone: dispatch defers the kind's emails (reason "relay", no retry used)
-// until the cooldown ends. Other kinds are not affected.
+//   - Eligible requests only: the rate counts requests that passed dedup
+//     and every cap, so one source (or group) adds at most its own cap,
+//     which the defaults keep under the floor: one actor, at any rate,
+//     changes no breaker; its excess is its own caps' business.
+//   - Surge: the eligible rate over a sliding Window above max(SurgeFactor
+//     × baseline, Floor) trips it (reason surge), as soon as it crosses.
+//   - Learning ([LearnPolicy]): the baseline follows an average of each
+//     closed window's rate, clipped at the threshold, over Learn.Horizon
+//     (7d), rising no faster than MaxRise a window and MaxDailyRise (2×) a
+//     day, so an attack ramping just under the threshold can at most
+//     double it a day. A new kind warms up (Learn.Warmup, 24h): it learns,
+//     the ceilings hold, the surge trip does not fire, so a fresh
+//     deployment with organic traffic is not locked out.
+//   - Ceilings ([CeilingPolicy]): a maximum eligible rate (reason ceiling)
+//     and a budget of new recipients per period (reason budget), fixed or
+//     derived from the baseline with a minimum, whatever the baseline says.
+//   - Refusals: the share of requests refused by caps at RefusalRatio,
+//     from at least RefusalSources distinct source groups and recipients
+//     (HyperLogLogs), trips it (reason refusals): many sources enumerating.
+//   - Redemption ([RedemptionPolicy]): an attacker never sees the victims'
+//     links, so they are never used. [Guard.Confirm] counts a sent email
+//     redeemed in its bucket; a bucket judged Lag after it ends whose share
+//     collapses below Collapse × the learned share, from enough source
+//     groups, trips it (reason redemption): the low-and-slow attack under
+//     every rate threshold still drives redemption towards zero. The
+//     learned share falls no faster than MaxDailyFall a day. Per source:
+//     a source whose last UntrustedAfter emails were never redeemed is
+//     capped at them; one whose email was redeemed earns trust
+//     ([KindPolicy].TrustTTL). Applications that never confirm never
+//     establish a share: the breaker keeps its rate signals alone.
+//   - Reports ([ReportPolicy]): [Guard.Report] (the recipient did not ask)
+//     suppresses the recipient for the kind and counts towards a trip of
+//     its own (reason reports).
+//   - Relay: RelayFailures in a row, or RelayRatio of the window's relay
+//     results, reported by [Guard.Settle] (see [IsRelayFailure]).
 //
-// After Cooldown the breaker is half-open and lets Probe emails through
-// (admission and dispatch each, from the start of each half-open period);
-// a surge breaker closes one Window later unless the rate trips it again,
-// a relay breaker closes on the first relay success and re-opens on a
-// failure. Re-opening from half-open, or tripping again within one cooldown
-// of closing, doubles the cooldown (up to MaxCooldown), so a square-wave
-// load cannot make the breaker cycle faster than its cooldown. A manual
-// trip ([Guard.Trip]) lasts until [Guard.Reset].
+// Open, the breaker first lets through, through every cap and each lane
+// paced on its own ([LanePolicy]; twice the baseline, at least 60/1m, by
+// default), what an attack cannot produce in bulk: requests with a trust
+// signal the application verified ([queue.Email].Trust), sources (or
+// groups) whose emails were redeemed before it opened, and recipients with
+// a held email at least RerequestAfter old who ask again (one who asks
+// sooner is a duplicate of the held email); what a lane admits is not held
+// again at dispatch. Then hold parks the email in the held area (bounded
+// by HoldMax, beyond it shed), clamp admits the baseline rate (at least
+// the probe rate) and sheds the rest, shed refuses; each marks the
+// recipient so that its re-request is recognised. Dispatch holds or sheds
+// likewise the emails admitted before the trip. A relay breaker leaves
+// admission alone: dispatch defers the kind's emails (reason "relay", no
+// retry used) until the cooldown ends. Other kinds are not affected.
+//
+// After Cooldown the breaker is half-open: its counts start afresh, so the
+// surge that opened it is not held against it, and Probe emails pass
+// besides the lanes. A surge, ceiling or refusal breaker closes one Window
+// later unless it trips again; a redemption or reports breaker only when
+// the rate is back within CloseFactor × the baseline; a budget breaker
+// only when the budget has room; a relay breaker on the first relay
+// success (a failure re-opens it). Re-opening from half-open, or tripping
+// again within one cooldown of closing, doubles the cooldown (up to
+// MaxCooldown), so a square-wave load cannot make it cycle faster than its
+// cooldown. A manual trip ([Guard.Trip]) lasts until [Guard.Reset].
 //
 // Every transition is reported by the one process whose script made it (the
 // script's reply carries it): a log line (kind, from, to, reason, rate,
@@ -172,14 +216,16 @@
 // also carries the state, which sets floodgate_breaker_state in each
 // process.
 //
-// Held emails are terminal outcomes (held) until an operator acts.
-// [Guard.Purge] recounts them as shed (reason purged). [Guard.Release]
-// puts them back in the queue (asynq tasks with the kind's options) through
-// the guard again: one held at admission is admitted again without its
-// source's window and without the breaker, with the recipient's caps
-// (which it did not consume); one held at dispatch was admitted already.
-// A release is not a new request: Stats moves the email from held to in
-// flight, or to the refusal admission gives it, so requested = outcomes +
-// in flight keeps holding. Released emails pass the dispatch guard, so an
-// open breaker holds them again: reset before releasing.
+// Held emails are terminal outcomes (held) until they expire ([Guard.Sweep]
+// counts them expired) or an operator acts. [Guard.Purge] recounts them as
+// shed (reason purged). [Guard.Release] by default releases only those that
+// would pass a lane now (trusted, redeemed source, re-requested), so that a
+// release never delivers the held attack to its victims; ReleaseOptions.All
+// releases every one. Released emails go through admission again
+// (suppression, dedup, the recipient's caps; their source's quota they used
+// when held), an email superseded by a later one to its recipient is
+// counted a duplicate, and the rest are queued on [queue.ReleaseQueue],
+// paced at the baseline, below the security mail of the moment. A release
+// is not a new request: Stats moves the email from held to in flight, or
+// to its new outcome, so requested = outcomes + in flight keeps holding.
 package guard

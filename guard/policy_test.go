@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -264,5 +265,25 @@ func TestRate(t *testing.T) {
 		if r, err := ParseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) = %v, want an error", bad, r)
 		}
+	}
+}
+
+// TestPolicyExampleIsTheDefault: policy.example.yaml shows the defaults,
+// so a password_reset written out field by field is the built-in one.
+func TestPolicyExampleIsTheDefault(t *testing.T) {
+	p, err := LoadPolicy("../policy.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := p.KindPolicies[queue.KindPasswordReset], DefaultPolicy().KindPolicies[queue.KindPasswordReset]
+	// The example writes out what the zero values mean.
+	want.Breaker.MaxCooldown = want.Breaker.EffectiveMaxCooldown()
+	want.Breaker.Ceilings.RateMin = Rate{10 * want.Breaker.Floor.N, want.Breaker.Floor.Per}
+	if !reflect.DeepEqual(got.Breaker, want.Breaker) {
+		t.Errorf("example breaker\n%+v\nwant the default\n%+v", got.Breaker, want.Breaker)
+	}
+	if !reflect.DeepEqual(got.PerGroup, want.PerGroup) || got.UntrustedAfter != want.UntrustedAfter ||
+		got.TrustTTL != want.TrustTTL || got.ReportSuppress != want.ReportSuppress {
+		t.Errorf("example kind %+v, want the default %+v", got, want)
 	}
 }
