@@ -138,7 +138,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	}()
 	w, err := worker.New(worker.Config{
 		Dispatcher:      g,
-		Suppressor:      g,
+		Suppressor:      smtpSuppressor{g},
 		Sweeper:         g,
 		Redis:           rdb,
 		Sender:          pool,
