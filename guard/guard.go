@@ -106,6 +106,9 @@ type Guard struct {
 	queue        *asynq.Client
 	notify       *notifier
 	onTransition func(BreakerTransition)
+	// fb and feedbackScript serve bounce and complaint reports (feedback.go).
+	fb             *feedbackMetrics
+	feedbackScript *redis.Script
 }
 
 var _ queue.Admitter = (*Guard)(nil)
@@ -176,6 +179,10 @@ func New(cfg Config) (*Guard, error) {
 	if err != nil {
 		return nil, err
 	}
+	fb, err := newFeedbackMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	var n *notifier
 	if cfg.Webhook != "" {
 		if n, err = newNotifier(cfg, m); err != nil {
@@ -199,6 +206,7 @@ func New(cfg Config) (*Guard, error) {
 		notify:       n,
 		onTransition: cfg.OnTransition,
 	}
+	g.fb, g.feedbackScript = fb, rkeys.BounceScript()
 	g.global = gcraArgs(cfg.Policy.Global)
 	for d, l := range cfg.Policy.Domains {
 		g.domains[d] = gcraArgs(l)

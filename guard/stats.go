@@ -18,6 +18,8 @@ import (
 type Stats struct {
 	// Kinds holds the counts per kind; every kind of the policy is present.
 	Kinds map[string]*KindStats `json:"kinds"`
+	// Feedback holds the bounce and complaint counts and rates.
+	Feedback FeedbackStats `json:"feedback"`
 }
 
 // KindStats are the counts of one kind. They satisfy the conservation law
@@ -119,6 +121,9 @@ func (g *Guard) Stats(ctx context.Context) (Stats, error) {
 			settled += n
 		}
 		ks.InFlight = ks.Requested - settled
+	}
+	if st.Feedback, err = g.FeedbackStats(ctx); err != nil {
+		return Stats{}, err
 	}
 	return st, nil
 }
