@@ -507,3 +507,23 @@ func (c *feedbackCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.domainComplaint, prometheus.GaugeValue, fc.ComplaintRate, d)
 	}
 }
+
+// ClaimNonce records a one-time value (a webhook's signed token) for ttl
+// and reports whether it was new: a request replayed with the same value is
+// refused by its caller. scope separates the callers.
+func (g *Guard) ClaimNonce(ctx context.Context, scope, nonce string, ttl time.Duration) (bool, error) {
+	ok, err := g.rdb.SetNX(ctx, rkeys.Nonce(scope, nonce), "1", max(ttl, time.Second)).Result()
+	if err != nil {
+		return false, opError(ctx, "claim nonce", err)
+	}
+	return ok, nil
+}
+
+// ReleaseNonce forgets a claimed value, so that a request whose processing
+// failed may be sent again.
+func (g *Guard) ReleaseNonce(ctx context.Context, scope, nonce string) error {
+	if err := g.rdb.Del(ctx, rkeys.Nonce(scope, nonce)).Err(); err != nil {
+		return opError(ctx, "release nonce", err)
+	}
+	return nil
+}

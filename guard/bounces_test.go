@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -166,4 +167,23 @@ func value(m *dto.Metric) float64 {
 		return m.GetCounter().GetValue()
 	}
 	return m.GetGauge().GetValue()
+}
+
+func TestNonce(t *testing.T) {
+	g, _, _ := newTestGuard(t, "", Config{})
+	ctx := context.Background()
+	for i, want := range []bool{true, false} {
+		if ok, err := g.ClaimNonce(ctx, "mailgun", "tok", time.Minute); err != nil || ok != want {
+			t.Fatalf("claim %d = %v, %v; want %v", i+1, ok, err, want)
+		}
+	}
+	if ok, _ := g.ClaimNonce(ctx, "sendgrid", "tok", time.Minute); !ok {
+		t.Error("scopes share nonces")
+	}
+	if err := g.ReleaseNonce(ctx, "mailgun", "tok"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := g.ClaimNonce(ctx, "mailgun", "tok", time.Minute); !ok {
+		t.Error("a released nonce is still claimed")
+	}
 }

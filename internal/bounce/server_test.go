@@ -30,7 +30,8 @@ type stack struct {
 	srv   *Server
 }
 
-func newStack(t *testing.T, cfg ServerConfig) *stack {
+// newGuard returns a guard on a private Redis, and a codec for it.
+func newGuard(t *testing.T) (*guard.Guard, *verp.Codec) {
 	t.Helper()
 	r := testutil.StartRedis(t)
 	rc := redis.NewClient(&redis.Options{Addr: r.Addr, ContextTimeoutEnabled: true})
@@ -43,6 +44,12 @@ func newStack(t *testing.T, cfg ServerConfig) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g, codec
+}
+
+func newStack(t *testing.T, cfg ServerConfig) *stack {
+	t.Helper()
+	g, codec := newGuard(t)
 	cfg.Addr, cfg.Codec, cfg.Recorder = "127.0.0.1:0", codec, g
 	srv, err := NewServer(cfg)
 	if err != nil {

@@ -38,3 +38,11 @@ var feedbackLua string
 // BounceScript returns the script that counts one report; feedback.lua
 // documents its KEYS, ARGV and reply.
 func BounceScript() *redis.Script { return redis.NewScript(feedbackLua) }
+
+// Nonce returns the key recording a one-time value of a webhook request
+// (scope, e.g. "mailgun", and the value), named by a digest; it holds "1"
+// and expires with the request's freshness window.
+func Nonce(scope, nonce string) string {
+	sum := sha256.Sum256([]byte(scope + "\x00" + nonce))
+	return Tag + ":nc:" + hex.EncodeToString(sum[:12])
+}
