@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -175,5 +179,113 @@ func TestBounceLoop(t *testing.T) {
 	r, err = client.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: "other@example.test", Data: map[string]string{"reset_url": "https://app.example/r/3"}})
 	if err != nil || r.Outcome != queue.Queued {
 		t.Errorf("enqueue to the forged DSN's recipient: %+v, %v; want queued", r, err)
+	}
+}
+
+func mailgunEvent(key, token, rcpt string) string {
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(key))
+	mac.Write([]byte(ts + token))
+	b, _ := json.Marshal(map[string]any{
+		"signature":  map[string]string{"timestamp": ts, "token": token, "signature": hex.EncodeToString(mac.Sum(nil))},
+		"event-data": map[string]any{"id": token, "event": "failed", "severity": "permanent", "recipient": rcpt},
+	})
+	return string(b)
+}
+
+// TestWebhookListeners: provider webhooks answer on -http without the
+// admin token (their own signatures authenticate them) and on
+// -webhooks-http, which serves nothing else.
+func TestWebhookListeners(t *testing.T) {
+	const key = "mailgun-signing-key-0123"
+	env := map[string]string{"FLOODGATE_ADMIN_TOKEN": "admin-token", "FLOODGATE_MAILGUN_SIGNING_KEY": key}
+	cfg, err := parseConfig([]string{"-dev", "-http", "127.0.0.1:0", "-dev-smtp", "127.0.0.1:0", "-dev-sink-http", "127.0.0.1:0",
+		"-bounce-smtp", "127.0.0.1:0", "-webhooks-http", "127.0.0.1:0"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	up := make(chan started, 1)
+	done := make(chan error, 1)
+	go func() { done <- runWith(ctx, cfg, io.Discard, io.Discard, up) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	var s started
+	select {
+	case s = <-up:
+	case err := <-done:
+		t.Fatalf("run returned early: %v", err)
+	}
+	if s.WebhooksAddr == "" {
+		t.Fatal("-webhooks-http not started")
+	}
+	do := func(method, url, body, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	admin, hooks := "http://"+s.HTTPAddr, "http://"+s.WebhooksAddr
+	tests := []struct {
+		name, method, url, body, token string
+		want                           int
+	}{
+		{"admin API without the token", "GET", admin + "/v1/stats", "", "", 401},
+		{"admin API with the token", "GET", admin + "/v1/stats", "", "admin-token", 200},
+		{"signed webhook on -http, no token", "POST", admin + "/v1/webhooks/mailgun", mailgunEvent(key, "t1", "a@example.test"), "", 200},
+		{"signed webhook on -webhooks-http", "POST", hooks + "/v1/webhooks/mailgun", mailgunEvent(key, "t2", "b@example.test"), "", 200},
+		{"forged webhook", "POST", hooks + "/v1/webhooks/mailgun", mailgunEvent("wrong-key-000000000", "t3", "c@example.test"), "", 401},
+		{"unconfigured provider", "POST", hooks + "/v1/webhooks/sendgrid", "[]", "", 404},
+		{"admin API on -webhooks-http", "GET", hooks + "/v1/stats", "", "admin-token", 404},
+		{"metrics on -webhooks-http", "GET", hooks + "/metrics", "", "", 404},
+	}
+	for _, tt := range tests {
+		if got := do(tt.method, tt.url, tt.body, tt.token); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	client := devClient(t, s)
+	for to, want := range map[string]queue.Outcome{"a@example.test": queue.Suppressed, "b@example.test": queue.Suppressed, "c@example.test": queue.Queued} {
+		r, err := client.Enqueue(context.Background(), queue.Email{Kind: queue.KindVerifyEmail, To: to, Data: map[string]string{"verify_url": "https://app.example/v"}})
+		if err != nil || r.Outcome != want {
+			t.Errorf("enqueue to %s: %+v, %v; want %s", to, r, err, want)
+		}
+	}
+}
+
+func TestBounceConfigErrors(t *testing.T) {
+	base := []string{"-redis", "redis://127.0.0.1:1", "-smtp", "127.0.0.1:2525", "-smtp-tls", "none", "-http", "", "-from", "a@example.test"}
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{append(base, "-bounce-smtp", "127.0.0.1:0"), nil, "-bounce-domain"},
+		{append(base, "-bounce-domain", "bounce.example.test"), nil, "secret"},
+		{append(base, "-bounce-domain", "bounce.example.test"), map[string]string{"FLOODGATE_BOUNCE_SECRET": "short"}, "at least 16"},
+		{append(base, "-webhooks-http", "127.0.0.1:0"), nil, "provider"},
+		{base, map[string]string{"FLOODGATE_SENDGRID_KEY": "bm90IGEga2V5"}, "SendGrid key"},
+		{append(base, "-bounce-domain", "bounce.example.test", "-bounce-prefix", "much-too-long"),
+			map[string]string{"FLOODGATE_BOUNCE_SECRET": "0123456789abcdef0123"}, "prefix"},
+	}
+	for _, tt := range tests {
+		cfg, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+		if err == nil {
+			err = run(context.Background(), cfg, io.Discard, io.Discard)
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("worker %v: error %v, want one mentioning %q", tt.args, err, tt.want)
+		}
 	}
 }

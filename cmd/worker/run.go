@@ -27,10 +27,11 @@ import (
 
 // started is what run reports once the worker is up; tests wait on it.
 type started struct {
-	HTTPAddr   string
-	RedisURL   string
-	BounceAddr string
-	Stack      *devstack.Stack
+	HTTPAddr     string
+	RedisURL     string
+	BounceAddr   string
+	WebhooksAddr string
+	Stack        *devstack.Stack
 }
 
 // run starts the worker and blocks until ctx ends, then shuts down in this
@@ -189,7 +190,9 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 				return err
 			}
 		}
-		srv = &http.Server{Handler: newMux(reg, w, admin), ReadHeaderTimeout: 5 * time.Second}
+		mux := newMux(reg, w, admin)
+		fb.mount(mux)
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http server", "err", err)
@@ -202,7 +205,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		printDevBanner(stdout, stack, httpAddr, fb.bounceAddr(), cfg.BounceDomain)
 	}
 	if up != nil {
-		up <- started{HTTPAddr: httpAddr, RedisURL: cfg.RedisURL, BounceAddr: fb.bounceAddr(), Stack: stack}
+		up <- started{HTTPAddr: httpAddr, RedisURL: cfg.RedisURL, BounceAddr: fb.bounceAddr(), WebhooksAddr: fb.webhooksAddr(), Stack: stack}
 	}
 
 	<-ctx.Done()
