@@ -122,6 +122,19 @@
 //
 // The cost is that the guard's keys and CPU sit on one master.
 //
+// # Bounces and complaints
+//
+// [Guard.RecordFeedback] applies a report that arrived after the relay's
+// 250 (a DSN or a complaint at the bounce receiver, a provider's webhook):
+// a hard bounce or a complaint suppresses its recipient, with the report's
+// source in the entry ([Suppression].Source); every report is counted once
+// per email (or provider event) and type in hourly buckets per kind and
+// recipient domain, the policy's listed domains or "other", which bounds
+// the labels. A [SentCounter] adds the sent emails, batched in memory, so
+// [Guard.FeedbackStats] (also in [Stats]) and [Guard.FeedbackCollector]
+// give bounce and complaint rates over the last 24 hours for every process.
+// [Guard.RefuseFeedback] counts the reports that were refused.
+//
 // # Failure
 //
 // The guard fails closed: when Redis does not answer, Admit, Dispatch and
