@@ -18,38 +18,38 @@ import (
 	"github.com/floodgate-dev/floodgate/internal/rkeys"
 )
 
-// Types of [Feedback].
+// Types of [Bounce].
 const (
-	// FeedbackHard is a permanent delivery failure (status 5.x.x): the
+	// BounceHard is a permanent delivery failure (status 5.x.x): the
 	// recipient is suppressed.
-	FeedbackHard = "hard"
-	// FeedbackSoft is a temporary one (4.x.x, a delay): counted only.
-	FeedbackSoft = "soft"
-	// FeedbackComplaint is a recipient's complaint (an abuse report): the
+	BounceHard = "hard"
+	// BounceSoft is a temporary one (4.x.x, a delay): counted only.
+	BounceSoft = "soft"
+	// BounceComplaint is a recipient's complaint (an abuse report): the
 	// recipient is suppressed.
-	FeedbackComplaint = "complaint"
+	BounceComplaint = "complaint"
 )
 
-// Feedback accounting.
+// Bounce accounting.
 const (
-	// FeedbackWindow is the period of the rates in [FeedbackStats]: the
+	// BounceWindow is the period of the rates in [BounceStats]: the
 	// current hour and the 23 before it.
-	FeedbackWindow = 24 * time.Hour
+	BounceWindow = 24 * time.Hour
 	// UnknownKind labels reports whose kind is not one of the policy's.
 	UnknownKind = "unknown"
 	// OtherDomain labels recipients outside the policy's listed domains.
 	OtherDomain = "other"
 
-	feedbackBucketTTL = int64((FeedbackWindow + 2*time.Hour) / time.Second)
-	// feedbackDedup covers a return path's lifetime and a provider's
+	bounceBucketTTL = int64((BounceWindow + 2*time.Hour) / time.Second)
+	// bounceDedup covers a return path's lifetime and a provider's
 	// retries, so a report delivered again is not counted again.
-	feedbackDedup = 8 * 24 * time.Hour
+	bounceDedup = 8 * 24 * time.Hour
 )
 
-// Feedback is one report about an email that the relay had accepted: a
+// Bounce is one report about an email that the relay had accepted: a
 // bounce that arrived later, or a complaint.
-type Feedback struct {
-	// Type is [FeedbackHard], [FeedbackSoft] or [FeedbackComplaint].
+type Bounce struct {
+	// Type is [BounceHard], [BounceSoft] or [BounceComplaint].
 	Type string
 	// Source is where the report came from: [SourceDSN], [SourceARF],
 	// [SourceSES], [SourceSendGrid] or [SourceMailgun].
@@ -72,69 +72,96 @@ type Feedback struct {
 	Status string
 }
 
-// FeedbackResult is what [Guard.RecordFeedback] did.
-type FeedbackResult struct {
+// BounceResult is what [Guard.RecordBounce] did.
+type BounceResult struct {
 	// Suppressed reports whether the recipient is now on the suppression
 	// list because of this report.
 	Suppressed bool
 	// Counted is false for a report counted before.
 	Counted bool
+	// Tripped reports whether this report tripped the kind's relay
+	// breaker ([BouncePolicy]).
+	Tripped bool
 }
 
-// RecordFeedback applies a report: a hard bounce or a complaint suppresses
+// RecordBounce applies a report: a hard bounce or a complaint suppresses
 // its recipient (reason hard_bounce or complaint, with f.Source); every
 // type is counted once per email (or provider event) and type in the
-// hour's bucket behind [FeedbackStats], and in this process's metrics.
+// hour's bucket behind [BounceStats], and in this process's metrics.
 // Suppression comes first: when it fails nothing is counted, and the
 // caller should have the report sent again.
-func (g *Guard) RecordFeedback(ctx context.Context, f Feedback) (FeedbackResult, error) {
+func (g *Guard) RecordBounce(ctx context.Context, f Bounce) (BounceResult, error) {
 	var reason string
 	switch f.Type {
-	case FeedbackHard:
+	case BounceHard:
 		reason = "hard_bounce"
-	case FeedbackComplaint:
+	case BounceComplaint:
 		reason = "complaint"
-	case FeedbackSoft:
+	case BounceSoft:
 	default:
-		return FeedbackResult{}, fmt.Errorf("guard: feedback: type %q is not hard, soft or complaint", f.Type)
+		return BounceResult{}, fmt.Errorf("guard: bounce: type %q is not hard, soft or complaint", f.Type)
 	}
 	if f.Source == "" || token(f.Source) != f.Source {
-		return FeedbackResult{}, fmt.Errorf("guard: feedback: source %q must be a short lower-case token", f.Source)
+		return BounceResult{}, fmt.Errorf("guard: bounce: source %q must be a short lower-case token", f.Source)
 	}
-	kind := g.feedbackKind(f.Kind)
+	kind := g.bounceKind(f.Kind)
 	domain := OtherDomain
 	if f.Recipient != "" {
-		domain = g.feedbackDomain(f.Recipient)
+		domain = g.bounceDomainOf(f.Recipient)
 	}
-	var res FeedbackResult
+	var res BounceResult
 	if reason != "" && f.Recipient != "" {
 		if err := g.SuppressFrom(ctx, f.Recipient, reason, f.Source); err != nil {
 			return res, err
 		}
 		res.Suppressed = true
 	}
-	dedupTTL, dedupKey := "0", rkeys.FeedbackSeen("")
+	dedupTTL, dedupKey := "0", rkeys.BounceSeen("")
 	switch {
 	case f.EmailID != "":
-		dedupTTL, dedupKey = ms(feedbackDedup), rkeys.FeedbackSeen("e|"+f.EmailID+"|"+f.Type)
+		dedupTTL, dedupKey = ms(bounceDedup), rkeys.BounceSeen("e|"+f.EmailID+"|"+f.Type)
 	case f.EventID != "":
-		dedupTTL, dedupKey = ms(feedbackDedup), rkeys.FeedbackSeen("v|"+f.Source+"|"+f.EventID+"|"+f.Type)
+		dedupTTL, dedupKey = ms(bounceDedup), rkeys.BounceSeen("v|"+f.Source+"|"+f.EventID+"|"+f.Type)
 	}
 	hour := g.now().Unix() / 3600
-	n, err := g.feedbackScript.Run(ctx, g.rdb, []string{dedupKey, rkeys.FeedbackBucket(hour)},
-		dedupTTL, kind+"|"+domain+"|"+f.Type, feedbackBucketTTL).Int64()
+	n, err := g.bounceScript.Run(ctx, g.rdb, []string{dedupKey, rkeys.BounceBucket(hour)},
+		dedupTTL, kind+"|"+domain+"|"+f.Type, bounceBucketTTL).Int64()
 	if err != nil {
-		return res, opError(ctx, "feedback", err)
+		return res, opError(ctx, "bounce", err)
 	}
 	res.Counted = n == 1
 	if res.Counted {
-		g.fb.reports.WithLabelValues(kind, domain, f.Type, f.Source).Inc()
+		g.bounces.reports.WithLabelValues(kind, domain, f.Type, f.Source).Inc()
+		if f.Type != BounceSoft {
+			res.Tripped = g.bounceTrip(ctx, kind, hour)
+		}
 	}
-	g.log.LogAttrs(ctx, slog.LevelInfo, "feedback", slog.String("type", f.Type), slog.String("source", f.Source),
+	g.log.LogAttrs(ctx, slog.LevelInfo, "bounce", slog.String("type", f.Type), slog.String("source", f.Source),
 		slog.String("kind", kind), slog.String("domain", domain), slog.String("task_id", f.EmailID),
 		slog.String("rcpt_hash", rcptHash(f.Recipient)), slog.String("status", token(strings.ReplaceAll(f.Status, ".", "_"))),
 		slog.Bool("suppressed", res.Suppressed), slog.Bool("counted", res.Counted))
 	return res, nil
+}
+
+// bounceTrip runs the kind's bounce trip script (rkeys.BounceTripScript)
+// after a hard bounce or a complaint was counted, and reports whether it
+// opened the breaker. Errors are logged: the report itself was recorded.
+func (g *Guard) bounceTrip(ctx context.Context, kind string, hour int64) bool {
+	pl, ok := g.plans[kind]
+	if !ok || pl.policy.Breaker.Bounces.MinSends == 0 {
+		return false
+	}
+	keys := append(slices.Clip(pl.bkeys), rkeys.BounceBucket(hour), rkeys.BounceBucket(hour-1))
+	s, err := pl.bounce.Run(ctx, g.rdb, keys).Text()
+	if err != nil {
+		g.log.Warn("bounces: trip", "kind", kind, "err", opError(ctx, "bounce trip", err))
+		return false
+	}
+	res, sfx, _ := strings.Cut(s, "|")
+	if sfx != "" {
+		g.breakerReply(ctx, pl, sfx)
+	}
+	return res == "tripped"
 }
 
 func rcptHash(addr string) string {
@@ -144,15 +171,15 @@ func rcptHash(addr string) string {
 	return pii.Hash(addr)
 }
 
-// RefuseFeedback counts a report that was refused (a bad token, a failed
+// RefuseBounce counts a report that was refused (a bad token, a failed
 // signature, an oversized message...) by source and reason, both short
 // tokens (anything else is counted as "other"), in Redis and in this
 // process's metrics. A Redis error is returned but the metric is counted.
-func (g *Guard) RefuseFeedback(ctx context.Context, source, reason string) error {
+func (g *Guard) RefuseBounce(ctx context.Context, source, reason string) error {
 	source, reason = orOther(token(source)), orOther(token(reason))
-	g.fb.refused.WithLabelValues(source, reason).Inc()
-	if err := g.rdb.HIncrBy(ctx, rkeys.FeedbackRefused, source+"|"+reason, 1).Err(); err != nil {
-		return opError(ctx, "refuse feedback", err)
+	g.bounces.refused.WithLabelValues(source, reason).Inc()
+	if err := g.rdb.HIncrBy(ctx, rkeys.BounceRefused, source+"|"+reason, 1).Err(); err != nil {
+		return opError(ctx, "refuse bounce", err)
 	}
 	return nil
 }
@@ -164,16 +191,16 @@ func orOther(s string) string {
 	return s
 }
 
-// feedbackKind bounds the kind label to the policy's kinds.
-func (g *Guard) feedbackKind(kind string) string {
+// bounceKind bounds the kind label to the policy's kinds.
+func (g *Guard) bounceKind(kind string) string {
 	if _, ok := g.plans[kind]; ok {
 		return kind
 	}
 	return UnknownKind
 }
 
-// feedbackDomain bounds the domain label to the policy's listed domains.
-func (g *Guard) feedbackDomain(addr string) string {
+// bounceDomainOf bounds the domain label to the policy's listed domains.
+func (g *Guard) bounceDomainOf(addr string) string {
 	d := g.domainOf(addr)
 	if _, ok := g.policy.Domains[d]; ok && d != "default" {
 		return d
@@ -181,9 +208,9 @@ func (g *Guard) feedbackDomain(addr string) string {
 	return OtherDomain
 }
 
-// FeedbackCounts are the counts of one kind or one domain over
-// [FeedbackWindow].
-type FeedbackCounts struct {
+// BounceCounts are the counts of one kind or one domain over
+// [BounceWindow].
+type BounceCounts struct {
 	// Sent counts emails the relay accepted.
 	Sent int64 `json:"sent"`
 	// Hard, Soft and Complaints count reports.
@@ -196,37 +223,37 @@ type FeedbackCounts struct {
 	ComplaintRate float64 `json:"complaint_rate"`
 }
 
-func (c *FeedbackCounts) add(typ string, n int64) {
+func (c *BounceCounts) add(typ string, n int64) {
 	switch typ {
 	case "sent":
 		c.Sent += n
-	case FeedbackHard:
+	case BounceHard:
 		c.Hard += n
-	case FeedbackSoft:
+	case BounceSoft:
 		c.Soft += n
-	case FeedbackComplaint:
+	case BounceComplaint:
 		c.Complaints += n
 	}
 }
 
-func (c *FeedbackCounts) rates() {
+func (c *BounceCounts) rates() {
 	if c.Sent > 0 {
 		c.BounceRate = float64(c.Hard) / float64(c.Sent)
 		c.ComplaintRate = float64(c.Complaints) / float64(c.Sent)
 	}
 }
 
-// FeedbackStats are the bounce and complaint counts of every process that
+// BounceStats are the bounce and complaint counts of every process that
 // shares the guard's Redis.
-type FeedbackStats struct {
+type BounceStats struct {
 	// Window is the period of Kinds and Domains ("24h").
 	Window string `json:"window"`
 	// Kinds holds the counts per kind (every kind of the policy, and
 	// [UnknownKind] when it has counts).
-	Kinds map[string]*FeedbackCounts `json:"kinds"`
+	Kinds map[string]*BounceCounts `json:"kinds"`
 	// Domains holds the counts per recipient domain: the policy's listed
 	// domains and [OtherDomain].
-	Domains map[string]*FeedbackCounts `json:"domains"`
+	Domains map[string]*BounceCounts `json:"domains"`
 	// Refused counts refused reports per source and reason since the
 	// start.
 	Refused map[string]map[string]int64 `json:"refused"`
@@ -234,30 +261,30 @@ type FeedbackStats struct {
 	cells map[[3]string]int64 // kind, domain, type
 }
 
-// FeedbackStats returns the counts of the last [FeedbackWindow], in one
+// BounceStats returns the counts of the last [BounceWindow], in one
 // round trip.
-func (g *Guard) FeedbackStats(ctx context.Context) (FeedbackStats, error) {
+func (g *Guard) BounceStats(ctx context.Context) (BounceStats, error) {
 	hour := g.now().Unix() / 3600
-	n := int64(FeedbackWindow / time.Hour)
+	n := int64(BounceWindow / time.Hour)
 	cmds := make([]*redis.MapStringStringCmd, 0, n)
 	var refused *redis.MapStringStringCmd
 	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for h := hour - n + 1; h <= hour; h++ {
-			cmds = append(cmds, p.HGetAll(ctx, rkeys.FeedbackBucket(h)))
+			cmds = append(cmds, p.HGetAll(ctx, rkeys.BounceBucket(h)))
 		}
-		refused = p.HGetAll(ctx, rkeys.FeedbackRefused)
+		refused = p.HGetAll(ctx, rkeys.BounceRefused)
 		return nil
 	})
 	if err != nil {
-		return FeedbackStats{}, opError(ctx, "feedback stats", err)
+		return BounceStats{}, opError(ctx, "bounce stats", err)
 	}
-	st := FeedbackStats{Window: "24h", Kinds: map[string]*FeedbackCounts{}, Domains: map[string]*FeedbackCounts{},
+	st := BounceStats{Window: "24h", Kinds: map[string]*BounceCounts{}, Domains: map[string]*BounceCounts{},
 		Refused: map[string]map[string]int64{}, cells: map[[3]string]int64{}}
 	for _, k := range g.kindNames() {
-		st.Kinds[k] = &FeedbackCounts{}
+		st.Kinds[k] = &BounceCounts{}
 	}
-	for _, d := range g.feedbackDomains() {
-		st.Domains[d] = &FeedbackCounts{}
+	for _, d := range g.bounceDomains() {
+		st.Domains[d] = &BounceCounts{}
 	}
 	for _, c := range cmds {
 		for field, v := range c.Val() {
@@ -291,16 +318,16 @@ func (g *Guard) FeedbackStats(ctx context.Context) (FeedbackStats, error) {
 	return st, nil
 }
 
-func counts(m map[string]*FeedbackCounts, key string) *FeedbackCounts {
+func counts(m map[string]*BounceCounts, key string) *BounceCounts {
 	if m[key] == nil {
-		m[key] = &FeedbackCounts{}
+		m[key] = &BounceCounts{}
 	}
 	return m[key]
 }
 
-// feedbackDomains returns the domain labels: the listed domains and
+// bounceDomains returns the domain labels: the listed domains and
 // [OtherDomain], sorted.
-func (g *Guard) feedbackDomains() []string {
+func (g *Guard) bounceDomains() []string {
 	out := []string{OtherDomain}
 	for d := range g.policy.Domains {
 		if d != "default" {
@@ -312,7 +339,7 @@ func (g *Guard) feedbackDomains() []string {
 }
 
 // SentCounter counts the emails the relay accepted, per kind and domain,
-// for the rates of [FeedbackStats]. Add keeps the counts in memory; a
+// for the rates of [BounceStats]. Add keeps the counts in memory; a
 // background goroutine adds them to Redis every interval, so a send costs
 // no round trip. Counts not yet flushed when the process dies are lost,
 // which only makes the rates err on the high side. It is safe for
@@ -340,8 +367,8 @@ func (g *Guard) NewSentCounter(interval time.Duration) *SentCounter {
 
 // Add counts one email of kind sent to addr.
 func (c *SentCounter) Add(kind, addr string) {
-	kind, domain := c.g.feedbackKind(kind), c.g.feedbackDomain(addr)
-	c.g.fb.sent.WithLabelValues(kind, domain).Inc()
+	kind, domain := c.g.bounceKind(kind), c.g.bounceDomainOf(addr)
+	c.g.bounces.sent.WithLabelValues(kind, domain).Inc()
 	c.mu.Lock()
 	c.pending[kind+"|"+domain+"|sent"]++
 	c.mu.Unlock()
@@ -363,7 +390,7 @@ func (c *SentCounter) Start() {
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), c.interval+5*time.Second)
 				if err := c.Flush(ctx); err != nil {
-					c.g.log.Warn("feedback: count sent emails", "err", err)
+					c.g.log.Warn("bounces: count sent emails", "err", err)
 				}
 				cancel()
 			}
@@ -381,12 +408,12 @@ func (c *SentCounter) Flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	key := rkeys.FeedbackBucket(c.g.now().Unix() / 3600)
+	key := rkeys.BounceBucket(c.g.now().Unix() / 3600)
 	_, err := c.g.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for f, n := range batch {
 			p.HIncrBy(ctx, key, f, n)
 		}
-		p.Expire(ctx, key, time.Duration(feedbackBucketTTL)*time.Second)
+		p.Expire(ctx, key, time.Duration(bounceBucketTTL)*time.Second)
 		return nil
 	})
 	if err != nil {
@@ -414,15 +441,15 @@ func (c *SentCounter) Shutdown(ctx context.Context) error {
 	return c.Flush(ctx)
 }
 
-// feedbackMetrics are the per-process feedback collectors.
-type feedbackMetrics struct {
+// bounceMetrics are the per-process bounce collectors.
+type bounceMetrics struct {
 	reports *prometheus.CounterVec
 	refused *prometheus.CounterVec
 	sent    *prometheus.CounterVec
 }
 
-func newFeedbackMetrics(reg prometheus.Registerer) (*feedbackMetrics, error) {
-	m := &feedbackMetrics{
+func newBounceMetrics(reg prometheus.Registerer) (*bounceMetrics, error) {
+	m := &bounceMetrics{
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_bounces_total",
 			Help: "Bounce and complaint reports counted by this process, by kind, recipient domain (the policy's listed domains or other), type (hard, soft, complaint) and source (dsn, arf, ses, sendgrid, mailgun).",
@@ -452,16 +479,16 @@ func newFeedbackMetrics(reg prometheus.Registerer) (*feedbackMetrics, error) {
 	return m, nil
 }
 
-// FeedbackCollector returns a Prometheus collector that reads
-// [Guard.FeedbackStats] at each scrape (one round trip, 2s at most) and
+// BounceCollector returns a Prometheus collector that reads
+// [Guard.BounceStats] at each scrape (one round trip, 2s at most) and
 // reports, for every process alike: floodgate_bounces_window{kind,domain,type}
-// (counts over [FeedbackWindow], type sent, hard, soft or complaint),
+// (counts over [BounceWindow], type sent, hard, soft or complaint),
 // floodgate_kind_bounce_rate and floodgate_kind_complaint_rate{kind},
 // floodgate_domain_bounce_rate and floodgate_domain_complaint_rate{domain}.
 // Register it where one process's scrape should show them (cmd/worker
 // does); when Redis does not answer the scrape has none of them.
-func (g *Guard) FeedbackCollector() prometheus.Collector {
-	return &feedbackCollector{g: g,
+func (g *Guard) BounceCollector() prometheus.Collector {
+	return &bounceCollector{g: g,
 		window: prometheus.NewDesc("floodgate_bounces_window",
 			"Emails sent and reports counted over the last 24h by every process, by kind, recipient domain and type (sent, hard, soft, complaint).",
 			[]string{"kind", "domain", "type"}, nil),
@@ -476,23 +503,23 @@ func (g *Guard) FeedbackCollector() prometheus.Collector {
 	}
 }
 
-type feedbackCollector struct {
+type bounceCollector struct {
 	g                                                                *Guard
 	window, kindBounce, kindComplaint, domainBounce, domainComplaint *prometheus.Desc
 }
 
-func (c *feedbackCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *bounceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.window, c.kindBounce, c.kindComplaint, c.domainBounce, c.domainComplaint} {
 		ch <- d
 	}
 }
 
-func (c *feedbackCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *bounceCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st, err := c.g.FeedbackStats(ctx)
+	st, err := c.g.BounceStats(ctx)
 	if err != nil {
-		c.g.log.Warn("feedback metrics", "err", err)
+		c.g.log.Warn("bounce metrics", "err", err)
 		return
 	}
 	for cell, n := range st.cells {

@@ -124,16 +124,16 @@
 //
 // # Bounces and complaints
 //
-// [Guard.RecordFeedback] applies a report that arrived after the relay's
+// [Guard.RecordBounce] applies a report that arrived after the relay's
 // 250 (a DSN or a complaint at the bounce receiver, a provider's webhook):
 // a hard bounce or a complaint suppresses its recipient, with the report's
 // source in the entry ([Suppression].Source); every report is counted once
 // per email (or provider event) and type in hourly buckets per kind and
 // recipient domain, the policy's listed domains or "other", which bounds
 // the labels. A [SentCounter] adds the sent emails, batched in memory, so
-// [Guard.FeedbackStats] (also in [Stats]) and [Guard.FeedbackCollector]
+// [Guard.BounceStats] (also in [Stats]) and [Guard.BounceCollector]
 // give bounce and complaint rates over the last 24 hours for every process.
-// [Guard.RefuseFeedback] counts the reports that were refused.
+// [Guard.RefuseBounce] counts the reports that were refused.
 //
 // # Failure
 //
@@ -157,7 +157,11 @@
 // (duplicate or capped) reaches RefusalRatio with at least RefusalMin
 // requests, and on relay failures reported by [Guard.Settle] (see
 // [IsRelayFailure]): RelayFailures in a row, or RelayRatio of the window's
-// relay results.
+// relay results. The relay breaker also trips on the kind's bounce or
+// complaint rate over the last hour ([BouncePolicy]): after each hard
+// bounce or complaint [Guard.RecordBounce] counts, the kind's bounce trip
+// script (internal/rkeys.BounceTripScript) weighs them against the emails
+// sent and opens it as a relay failure would.
 //
 // Open, the breaker applies after the caps: hold parks the email in the
 // held area (bounded by HoldMax, beyond it shed; the area expires one TTL

@@ -18,8 +18,8 @@ import (
 type Stats struct {
 	// Kinds holds the counts per kind; every kind of the policy is present.
 	Kinds map[string]*KindStats `json:"kinds"`
-	// Feedback holds the bounce and complaint counts and rates.
-	Feedback FeedbackStats `json:"feedback"`
+	// Bounces holds the bounce and complaint counts and rates.
+	Bounces BounceStats `json:"bounces"`
 }
 
 // KindStats are the counts of one kind. They satisfy the conservation law
@@ -122,7 +122,7 @@ func (g *Guard) Stats(ctx context.Context) (Stats, error) {
 		}
 		ks.InFlight = ks.Requested - settled
 	}
-	if st.Feedback, err = g.FeedbackStats(ctx); err != nil {
+	if st.Bounces, err = g.BounceStats(ctx); err != nil {
 		return Stats{}, err
 	}
 	return st, nil

@@ -108,9 +108,9 @@ func (c *config) checkBounce() error {
 	return nil
 }
 
-// feedback is the worker's side of bounces: the return path codec, the
+// bounceSide is the worker's side of bounces: the return path codec, the
 // bounce receiver and the sent counter behind the bounce rates.
-type feedback struct {
+type bounceSide struct {
 	codec  *verp.Codec
 	srv    *bounce.Server
 	sent   *guard.SentCounter
@@ -122,10 +122,10 @@ type feedback struct {
 	hooksLn  net.Listener
 }
 
-// startFeedback starts what cfg asks for. With -dev, a bounce domain, a
+// startBounces starts what cfg asks for. With -dev, a bounce domain, a
 // secret and the receiver are always there.
-func startFeedback(cfg *config, g *guard.Guard, policy *guard.Policy, devDomain string, logger *slog.Logger) (*feedback, error) {
-	f := &feedback{sent: g.NewSentCounter(0), policy: policy}
+func startBounces(cfg *config, g *guard.Guard, policy *guard.Policy, devDomain string, logger *slog.Logger) (*bounceSide, error) {
+	f := &bounceSide{sent: g.NewSentCounter(0), policy: policy}
 	f.sent.Start()
 	if cfg.Dev {
 		if cfg.BounceDomain == "" {
@@ -177,7 +177,7 @@ func startFeedback(cfg *config, g *guard.Guard, policy *guard.Policy, devDomain 
 
 // startWebhooks builds the provider webhooks and, with -webhooks-http,
 // serves them on a listener of their own.
-func (f *feedback) startWebhooks(cfg *config, g *guard.Guard, logger *slog.Logger) error {
+func (f *bounceSide) startWebhooks(cfg *config, g *guard.Guard, logger *slog.Logger) error {
 	wc := bounce.WebhookConfig{Recorder: g, SESTopics: cfg.SESTopics, MailgunKey: []byte(cfg.MailgunKey), Codec: f.codec, Logger: logger}
 	if cfg.SendGridKey != "" {
 		k, err := bounce.ParseSendGridKey(cfg.SendGridKey)
@@ -216,14 +216,14 @@ func (f *feedback) startWebhooks(cfg *config, g *guard.Guard, logger *slog.Logge
 // mount adds the webhooks to the -http mux. They are authenticated by the
 // providers' signatures, so they are served without the admin API's
 // bearer token, and whether or not -admin is given.
-func (f *feedback) mount(mux *http.ServeMux) {
+func (f *bounceSide) mount(mux *http.ServeMux) {
 	if f.hooks != nil {
 		mux.Handle("/v1/webhooks/", f.hooks)
 	}
 }
 
 // webhooksAddr is -webhooks-http's bound address, "" when off.
-func (f *feedback) webhooksAddr() string {
+func (f *bounceSide) webhooksAddr() string {
 	if f.hooksLn == nil {
 		return ""
 	}
@@ -231,7 +231,7 @@ func (f *feedback) webhooksAddr() string {
 }
 
 // returnPath is the worker's Config.ReturnPath: nil without a bounce domain.
-func (f *feedback) returnPath() func(*queue.Payload) string {
+func (f *bounceSide) returnPath() func(*queue.Payload) string {
 	if f.codec == nil {
 		return nil
 	}
@@ -239,14 +239,14 @@ func (f *feedback) returnPath() func(*queue.Payload) string {
 }
 
 // observe counts sent emails for the bounce rates.
-func (f *feedback) observe(p *queue.Payload, o queue.Outcome, _ string) {
+func (f *bounceSide) observe(p *queue.Payload, o queue.Outcome, _ string) {
 	if o == queue.Sent && p != nil {
 		f.sent.Add(p.Kind, p.To)
 	}
 }
 
 // bounceAddr is the receiver's address, "" when it is off.
-func (f *feedback) bounceAddr() string {
+func (f *bounceSide) bounceAddr() string {
 	if f.srv == nil {
 		return ""
 	}
@@ -255,7 +255,7 @@ func (f *feedback) bounceAddr() string {
 
 // shutdown stops the webhooks listener and the receiver, then flushes the
 // sent counts.
-func (f *feedback) shutdown(ctx context.Context) {
+func (f *bounceSide) shutdown(ctx context.Context) {
 	if f.hooksSrv != nil {
 		_ = f.hooksSrv.Shutdown(ctx)
 	}

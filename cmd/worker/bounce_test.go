@@ -162,13 +162,13 @@ func TestBounceLoop(t *testing.T) {
 	}
 	getUntil(t, base+"/metrics", `floodgate_kind_bounce_rate{kind="password_reset"} 1`)
 	getUntil(t, base+"/metrics", `floodgate_bounces_total{domain="other",kind="password_reset",source="dsn",type="hard"} 1`)
-	body = getUntil(t, base+"/v1/stats", `"feedback"`)
+	body = getUntil(t, base+"/v1/stats", `"bounces"`)
 	var st guard.Stats
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatal(err)
 	}
-	if k := st.Feedback.Kinds[queue.KindPasswordReset]; k == nil || k.Hard != 1 || k.Sent != 1 || k.BounceRate != 1 {
-		t.Errorf("/v1/stats feedback of password_reset = %+v, want 1 sent, 1 hard, rate 1", k)
+	if k := st.Bounces.Kinds[queue.KindPasswordReset]; k == nil || k.Hard != 1 || k.Sent != 1 || k.BounceRate != 1 {
+		t.Errorf("/v1/stats bounces of password_reset = %+v, want 1 sent, 1 hard, rate 1", k)
 	}
 
 	// A forged return path is refused at RCPT and changes nothing.

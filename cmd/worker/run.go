@@ -138,7 +138,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 			logger.Warn("breaker webhook: undelivered notifications at shutdown", "err", err)
 		}
 	}()
-	fb, err := startFeedback(cfg, g, policy, cfg.DKIMDomain, logger)
+	fb, err := startBounces(cfg, g, policy, cfg.DKIMDomain, logger)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		defer cancel()
 		fb.shutdown(ctx)
 	}()
-	reg.MustRegister(g.FeedbackCollector())
+	reg.MustRegister(g.BounceCollector())
 	w, err := worker.New(worker.Config{
 		Dispatcher:      g,
 		Suppressor:      smtpSuppressor{g},

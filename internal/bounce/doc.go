@@ -29,6 +29,6 @@
 //
 // Every refused report (bad token, relay attempt, oversized message,
 // report about another recipient, failed signature, replay...) is counted
-// by source and reason ([guard.Guard.RefuseFeedback]). Nothing logged or
+// by source and reason ([guard.Guard.RefuseBounce]). Nothing logged or
 // counted names an address or a token.
 package bounce

@@ -81,19 +81,19 @@ func (w *Webhooks) handleMailgun(rw http.ResponseWriter, r *http.Request) (int, 
 	var t string
 	switch {
 	case d.Event == "failed" && d.Severity == "permanent":
-		t = guard.FeedbackHard
+		t = guard.BounceHard
 	case d.Event == "failed":
-		t = guard.FeedbackSoft
+		t = guard.BounceSoft
 	case d.Event == "complained":
-		t = guard.FeedbackComplaint
+		t = guard.BounceComplaint
 	}
-	var fs []guard.Feedback
+	var fs []guard.Bounce
 	if t != "" {
 		status := ""
 		if c := d.DeliveryStatus.Code; c >= 400 && c < 600 {
 			status = fmt.Sprintf("%d.0.0", c/100)
 		}
-		fs = append(fs, guard.Feedback{Type: t, Source: guard.SourceMailgun, Kind: d.UserVariables[KindField],
+		fs = append(fs, guard.Bounce{Type: t, Source: guard.SourceMailgun, Kind: d.UserVariables[KindField],
 			EmailID: emailID(d.Message.Headers.MessageID), EventID: d.ID, Recipient: d.Recipient, Status: status})
 	}
 	n, err := w.record(ctx, fs)

@@ -66,7 +66,7 @@ type Recipient struct {
 	// Status is the enhanced status code (RFC 3463), e.g. "5.1.1", or ""
 	// when the report has none.
 	Status string
-	// Type is guard.FeedbackHard, FeedbackSoft or FeedbackComplaint, or ""
+	// Type is guard.BounceHard, BounceSoft or BounceComplaint, or ""
 	// when the report says nothing that is a bounce or a complaint (a
 	// "delivered" DSN, a not-spam ARF report, text with no verdict).
 	Type string
@@ -196,11 +196,11 @@ func dsnType(action, status string) string {
 	switch action {
 	case "failed":
 		if strings.HasPrefix(status, "5.") {
-			return guard.FeedbackHard
+			return guard.BounceHard
 		}
-		return guard.FeedbackSoft
+		return guard.BounceSoft
 	case "delayed":
-		return guard.FeedbackSoft
+		return guard.BounceSoft
 	}
 	return ""
 }
@@ -212,7 +212,7 @@ func (p *parser) feedbackReport(r io.Reader) {
 	p.arf = &Recipient{}
 	switch p.rep.FeedbackType {
 	case "abuse", "fraud", "virus":
-		p.arf.Type = guard.FeedbackComplaint
+		p.arf.Type = guard.BounceComplaint
 	}
 	for _, v := range h.Values("Original-Rcpt-To") {
 		if a := addressField(v); a != "" {
@@ -270,7 +270,7 @@ func (p *parser) finish() *Report {
 		for i := range rs {
 			if rs[i].Type == "" && slices.ContainsFunc(p.failed, func(a string) bool { return strings.EqualFold(rs[i].Address, a) }) {
 				// Exim lists permanent failures only.
-				rs[i].Type = guard.FeedbackHard
+				rs[i].Type = guard.BounceHard
 			}
 		}
 		if len(rs) > 0 {
@@ -373,9 +373,9 @@ func textRecipients(text string) []Recipient {
 	whole := ""
 	switch {
 	case containsAny(lower, permanentPhrases):
-		whole = guard.FeedbackHard
+		whole = guard.BounceHard
 	case containsAny(lower, temporaryPhrases):
-		whole = guard.FeedbackSoft
+		whole = guard.BounceSoft
 	}
 	var out []Recipient
 	seen := map[string]bool{}
@@ -394,9 +394,9 @@ func textRecipients(text string) []Recipient {
 		}
 		switch {
 		case strings.HasPrefix(rc.Status, "5."):
-			rc.Type = guard.FeedbackHard
+			rc.Type = guard.BounceHard
 		case strings.HasPrefix(rc.Status, "4."):
-			rc.Type = guard.FeedbackSoft
+			rc.Type = guard.BounceSoft
 		case rc.Status == "":
 			rc.Type = whole
 		}

@@ -16,17 +16,17 @@ func TestParse(t *testing.T) {
 		format string
 		want   []Recipient
 	}{
-		{"postfix-dsn.eml", FormatDSN, []Recipient{{Address: "gone@example.com", Original: "gone@example.com", Action: "failed", Status: "5.1.1", Type: guard.FeedbackHard}}},
-		{"delay-dsn.eml", FormatDSN, []Recipient{{Address: "full@example.com", Action: "delayed", Status: "4.2.2", Type: guard.FeedbackSoft}}},
+		{"postfix-dsn.eml", FormatDSN, []Recipient{{Address: "gone@example.com", Original: "gone@example.com", Action: "failed", Status: "5.1.1", Type: guard.BounceHard}}},
+		{"delay-dsn.eml", FormatDSN, []Recipient{{Address: "full@example.com", Action: "delayed", Status: "4.2.2", Type: guard.BounceSoft}}},
 		{"gaveup-dsn.eml", FormatDSN, []Recipient{
-			{Address: "later@example.com", Action: "failed", Status: "4.4.7", Type: guard.FeedbackSoft},
-			{Address: "second@example.com", Original: "second@example.com", Action: "failed", Status: "5.0.0", Type: guard.FeedbackHard},
+			{Address: "later@example.com", Action: "failed", Status: "4.4.7", Type: guard.BounceSoft},
+			{Address: "second@example.com", Original: "second@example.com", Action: "failed", Status: "5.0.0", Type: guard.BounceHard},
 		}},
-		{"exim-text.eml", FormatText, []Recipient{{Address: "nobody@example.org", Status: "5.1.1", Type: guard.FeedbackHard}}},
-		{"qmail-text.eml", FormatText, []Recipient{{Address: "lost@example.info", Status: "5.1.1", Type: guard.FeedbackHard}}},
-		{"exim-delay.eml", FormatText, []Recipient{{Address: "waiting@example.org", Status: "4.3.0", Type: guard.FeedbackSoft}}},
-		{"arf.eml", FormatARF, []Recipient{{Address: "angry@example.com", Type: guard.FeedbackComplaint}}},
-		{"arf-enclosed.eml", FormatARF, []Recipient{{Address: "carol@isp.example", Type: guard.FeedbackComplaint}}},
+		{"exim-text.eml", FormatText, []Recipient{{Address: "nobody@example.org", Status: "5.1.1", Type: guard.BounceHard}}},
+		{"qmail-text.eml", FormatText, []Recipient{{Address: "lost@example.info", Status: "5.1.1", Type: guard.BounceHard}}},
+		{"exim-delay.eml", FormatText, []Recipient{{Address: "waiting@example.org", Status: "4.3.0", Type: guard.BounceSoft}}},
+		{"arf.eml", FormatARF, []Recipient{{Address: "angry@example.com", Type: guard.BounceComplaint}}},
+		{"arf-enclosed.eml", FormatARF, []Recipient{{Address: "carol@isp.example", Type: guard.BounceComplaint}}},
 		{"arf-notspam.eml", FormatARF, []Recipient{{Address: "happy@isp.example"}}},
 		{"vacation.eml", FormatAutoReply, nil},
 	}
@@ -119,7 +119,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("address %q has CR or LF", r.Address)
 			}
 			switch r.Type {
-			case "", guard.FeedbackHard, guard.FeedbackSoft, guard.FeedbackComplaint:
+			case "", guard.BounceHard, guard.BounceSoft, guard.BounceComplaint:
 			default:
 				t.Fatalf("type %q", r.Type)
 			}

@@ -96,13 +96,13 @@ func (w *Webhooks) handleSendGrid(rw http.ResponseWriter, r *http.Request) (int,
 	if err := json.Unmarshal(body, &events); err != nil {
 		return 0, refusal(http.StatusBadRequest, "malformed", "events: %v", err)
 	}
-	var fs []guard.Feedback
+	var fs []guard.Bounce
 	for _, e := range events {
 		t := sendGridType(e)
 		if t == "" {
 			continue
 		}
-		fs = append(fs, guard.Feedback{Type: t, Source: guard.SourceSendGrid, Kind: e.Kind, EmailID: emailID(e.SMTPID),
+		fs = append(fs, guard.Bounce{Type: t, Source: guard.SourceSendGrid, Kind: e.Kind, EmailID: emailID(e.SMTPID),
 			EventID: e.EventID, Recipient: e.Email, Status: statusCode(e.Status)})
 	}
 	return w.record(r.Context(), fs)
@@ -112,19 +112,19 @@ func sendGridType(e sendGridEvent) string {
 	switch e.Event {
 	case "bounce":
 		if e.Type == "blocked" {
-			return guard.FeedbackSoft
+			return guard.BounceSoft
 		}
-		return guard.FeedbackHard
+		return guard.BounceHard
 	case "blocked", "deferred":
-		return guard.FeedbackSoft
+		return guard.BounceSoft
 	case "spamreport":
-		return guard.FeedbackComplaint
+		return guard.BounceComplaint
 	case "dropped":
 		switch r := strings.ToLower(e.Reason); {
 		case strings.Contains(r, "bounced address"), strings.Contains(r, "invalid"):
-			return guard.FeedbackHard
+			return guard.BounceHard
 		case strings.Contains(r, "spam reporting address"):
-			return guard.FeedbackComplaint
+			return guard.BounceComplaint
 		}
 	}
 	return ""

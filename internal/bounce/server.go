@@ -22,8 +22,8 @@ import (
 
 // Recorder applies and counts reports; [*guard.Guard] implements it.
 type Recorder interface {
-	RecordFeedback(ctx context.Context, f guard.Feedback) (guard.FeedbackResult, error)
-	RefuseFeedback(ctx context.Context, source, reason string) error
+	RecordBounce(ctx context.Context, f guard.Bounce) (guard.BounceResult, error)
+	RefuseBounce(ctx context.Context, source, reason string) error
 }
 
 var _ Recorder = (*guard.Guard)(nil)
@@ -204,7 +204,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // refusal stands.
 func (s *Server) refuse(ctx context.Context, reason string) {
 	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "bounce refused", slog.String("source", guard.SourceDSN), slog.String("reason", reason))
-	if err := s.cfg.Recorder.RefuseFeedback(ctx, guard.SourceDSN, reason); err != nil {
+	if err := s.cfg.Recorder.RefuseBounce(ctx, guard.SourceDSN, reason); err != nil {
 		s.cfg.Logger.Warn("bounce: count refusal", "err", err)
 	}
 }
@@ -394,7 +394,7 @@ func (s *Server) apply(ctx context.Context, tok verp.Token, rep *Report) error {
 		s.refuse(ctx, "not_a_failure")
 		return nil
 	}
-	_, err := s.cfg.Recorder.RecordFeedback(ctx, guard.Feedback{
+	_, err := s.cfg.Recorder.RecordBounce(ctx, guard.Bounce{
 		Type: match.Type, Source: source, Kind: tok.Kind, EmailID: tok.ID, Recipient: match.Address, Status: match.Status,
 	})
 	if err != nil {

@@ -132,7 +132,7 @@ func (s *stack) suppressed(t *testing.T, addr string) (guard.Suppression, bool) 
 
 func (s *stack) refused(t *testing.T) map[string]int64 {
 	t.Helper()
-	fs, err := s.g.FeedbackStats(context.Background())
+	fs, err := s.g.BounceStats(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestReceiverSuppresses(t *testing.T) {
 		t.Errorf("after an abuse report: %+v, %v; want complaint from arf", e, ok)
 	}
 
-	fs, err := s.g.FeedbackStats(ctx)
+	fs, err := s.g.BounceStats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestReceiverRefusesHostileMail(t *testing.T) {
 			t.Errorf("hostile mail suppressed %s: %+v", a, e)
 		}
 	}
-	fs, _ := s.g.FeedbackStats(context.Background())
+	fs, _ := s.g.BounceStats(context.Background())
 	if k := fs.Kinds[queue.KindPasswordReset]; k.Hard+k.Soft+k.Complaints != 0 {
 		t.Errorf("hostile mail was counted as feedback: %+v", k)
 	}

@@ -211,7 +211,7 @@ func (w *Webhooks) handleSES(ctx context.Context, rw http.ResponseWriter, r *htt
 		w.cfg.Logger.Warn("webhook: SNS unsubscribed", "topic", m.TopicArn)
 		return 0, nil
 	}
-	fs, err := w.sesFeedback(m.Message)
+	fs, err := w.sesBounces(m.Message)
 	if err != nil {
 		return 0, err
 	}
@@ -270,15 +270,15 @@ type sesNotification struct {
 	} `json:"mail"`
 }
 
-// sesFeedback reads an SES notification: Permanent bounces are hard,
+// sesBounces reads an SES notification: Permanent bounces are hard,
 // Transient and Undetermined soft; complaints other than not-spam count.
-func (w *Webhooks) sesFeedback(msg string) ([]guard.Feedback, error) {
+func (w *Webhooks) sesBounces(msg string) ([]guard.Bounce, error) {
 	var n sesNotification
 	dec := json.NewDecoder(bytes.NewReader([]byte(msg)))
 	if err := dec.Decode(&n); err != nil {
 		return nil, refusal(http.StatusBadRequest, "malformed", "SES notification: %v", err)
 	}
-	base := guard.Feedback{Source: guard.SourceSES, EmailID: emailID(n.Mail.CommonHeaders.MessageID)}
+	base := guard.Bounce{Source: guard.SourceSES, EmailID: emailID(n.Mail.CommonHeaders.MessageID)}
 	if k := n.Mail.Tags[KindField]; len(k) > 0 {
 		base.Kind = k[0]
 	}
@@ -294,12 +294,12 @@ func (w *Webhooks) sesFeedback(msg string) ([]guard.Feedback, error) {
 	if typ == "" {
 		typ = n.EventType
 	}
-	var out []guard.Feedback
+	var out []guard.Bounce
 	switch {
 	case typ == "Bounce" && n.Bounce != nil:
-		t := guard.FeedbackSoft
+		t := guard.BounceSoft
 		if n.Bounce.BounceType == "Permanent" {
-			t = guard.FeedbackHard
+			t = guard.BounceHard
 		}
 		for _, r := range n.Bounce.BouncedRecipients {
 			f := base
@@ -312,7 +312,7 @@ func (w *Webhooks) sesFeedback(msg string) ([]guard.Feedback, error) {
 		}
 		for _, r := range n.Complaint.ComplainedRecipients {
 			f := base
-			f.Type, f.Recipient, f.EventID = guard.FeedbackComplaint, r.EmailAddress, n.Complaint.FeedbackID+"|"+r.EmailAddress
+			f.Type, f.Recipient, f.EventID = guard.BounceComplaint, r.EmailAddress, n.Complaint.FeedbackID+"|"+r.EmailAddress
 			out = append(out, f)
 		}
 	}

@@ -180,7 +180,7 @@ func (w *Webhooks) finish(rw http.ResponseWriter, r *http.Request, source string
 	}
 	w.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "webhook refused", slog.String("source", source),
 		slog.String("reason", we.reason), slog.String("err", we.err.Error()))
-	if cerr := w.cfg.Recorder.RefuseFeedback(r.Context(), source, we.reason); cerr != nil {
+	if cerr := w.cfg.Recorder.RefuseBounce(r.Context(), source, we.reason); cerr != nil {
 		w.cfg.Logger.Warn("webhook: count refusal", "err", cerr)
 	}
 	if we.code == http.StatusUnauthorized {
@@ -211,13 +211,13 @@ func (w *Webhooks) fresh(t time.Time) error {
 
 // record applies provider events (already authenticated) and returns how
 // many were recorded.
-func (w *Webhooks) record(ctx context.Context, fs []guard.Feedback) (int, error) {
+func (w *Webhooks) record(ctx context.Context, fs []guard.Bounce) (int, error) {
 	n := 0
 	for _, f := range fs {
 		if f.Recipient == "" {
 			continue
 		}
-		if _, err := w.cfg.Recorder.RecordFeedback(ctx, f); err != nil {
+		if _, err := w.cfg.Recorder.RecordBounce(ctx, f); err != nil {
 			return n, err
 		}
 		n++

@@ -154,7 +154,7 @@ func (e *hookEnv) suppressed(t *testing.T, addr string) guard.Suppression {
 
 func (e *hookEnv) refused(t *testing.T, source string) map[string]int64 {
 	t.Helper()
-	fs, err := e.g.FeedbackStats(context.Background())
+	fs, err := e.g.BounceStats(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestWebhookSES(t *testing.T) {
 	if c := e.post(t, path, sns.message(t, "Notification", "2", sesBounce("verp@example.com", "Permanent", codecAddr), nil), nil); c != 200 {
 		t.Fatalf("bounce with a return path = %d", c)
 	}
-	fs, _ := e.g.FeedbackStats(context.Background())
+	fs, _ := e.g.BounceStats(context.Background())
 	if k := fs.Kinds[queue.KindVerifyEmail]; k.Hard != 1 {
 		t.Errorf("verify_email feedback %+v: the return path's kind was not used", k)
 	}
@@ -342,7 +342,7 @@ func TestWebhookSendGrid(t *testing.T) {
 	if s := e.suppressed(t, "victim@example.com"); s.Reason != "" {
 		t.Errorf("a refused request suppressed: %+v", s)
 	}
-	fs, _ := e.g.FeedbackStats(context.Background())
+	fs, _ := e.g.BounceStats(context.Background())
 	if k := fs.Kinds[queue.KindPasswordReset]; k.Hard != 1 {
 		t.Errorf("password_reset feedback %+v: floodgate_kind was not used", k)
 	}
@@ -413,7 +413,7 @@ func TestWebhookMailgun(t *testing.T) {
 	if s := e.suppressed(t, "victim@example.com"); s.Reason != "" {
 		t.Errorf("a refused request suppressed: %+v", s)
 	}
-	fs, _ := e.g.FeedbackStats(context.Background())
+	fs, _ := e.g.BounceStats(context.Background())
 	if n := fs.Kinds[guard.UnknownKind]; n == nil || n.Hard != 1 || n.Complaints != 1 || n.Soft != 1 {
 		t.Errorf("mailgun feedback %+v", n)
 	}
