@@ -287,6 +287,9 @@ func breakerConfig(kp KindPolicy) rkeys.BreakerConfig {
 		c.RedeemFall = math.Pow(r.MaxDailyFall, float64(r.Bucket)/float64(max(b.Learn.Day, r.Bucket)))
 		c.ReportMin, c.ReportSources, c.ReportRatio = b.Reports.Min, b.Reports.Sources, b.Reports.Ratio
 	}
+	if bo := b.Bounces; bo.MinSends > 0 {
+		c.BounceMinSends, c.BounceRatio, c.ComplaintRatio = bo.MinSends, bo.Ratio, bo.ComplaintRatio
+	}
 	return c
 }
 

@@ -134,6 +134,19 @@
 //
 // The cost is that the guard's keys and CPU sit on one master.
 //
+// # Bounces and complaints
+//
+// [Guard.RecordBounce] applies a report that arrived after the relay's
+// 250 (a DSN or a complaint at the bounce receiver, a provider's webhook):
+// a hard bounce or a complaint suppresses its recipient, with the report's
+// source in the entry ([Suppression].Source); every report is counted once
+// per email (or provider event) and type in hourly buckets per kind and
+// recipient domain, the policy's listed domains or "other", which bounds
+// the labels. A [SentCounter] adds the sent emails, batched in memory, so
+// [Guard.BounceStats] (also in [Stats]) and [Guard.BounceCollector]
+// give bounce and complaint rates over the last 24 hours for every process.
+// [Guard.RefuseBounce] counts the reports that were refused.
+//
 // # Failure
 //
 // The guard fails closed: when Redis does not answer, Admit, Dispatch and
@@ -180,7 +193,11 @@
 //     suppresses the recipient for the kind and counts towards a trip of
 //     its own (reason reports).
 //   - Relay: RelayFailures in a row, or RelayRatio of the window's relay
-//     results, reported by [Guard.Settle] (see [IsRelayFailure]).
+//     results, reported by [Guard.Settle] (see [IsRelayFailure]); and the
+//     kind's bounce or complaint rate over the last hour ([BouncePolicy]):
+//     after each hard bounce or complaint [Guard.RecordBounce] counts, the
+//     kind's bounce trip script (internal/rkeys.BounceTripScript) weighs
+//     them against the emails sent and opens it as a relay failure would.
 //
 // Open, the breaker first lets through, through every cap and each lane
 // paced on its own ([LanePolicy]; twice the baseline, at least 60/1m, by

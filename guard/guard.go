@@ -106,6 +106,9 @@ type Guard struct {
 	queue        *asynq.Client
 	notify       *notifier
 	onTransition func(BreakerTransition)
+	// bounces and bounceScript count bounces and complaints (bounces.go).
+	bounces      *bounceMetrics
+	bounceScript *redis.Script
 }
 
 var _ queue.Admitter = (*Guard)(nil)
@@ -121,6 +124,7 @@ type plan struct {
 	dispatch  *redis.Script
 	settle    *redis.Script
 	feedback  *redis.Script
+	bounce    *redis.Script // the bounce trip (bounces.go)
 	control   *redis.Script
 	release   *redis.Script
 	sweep     *redis.Script
@@ -174,6 +178,10 @@ func New(cfg Config) (*Guard, error) {
 	if err != nil {
 		return nil, err
 	}
+	bm, err := newBounceMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	var n *notifier
 	if cfg.Webhook != "" {
 		if n, err = newNotifier(cfg, m); err != nil {
@@ -197,6 +205,7 @@ func New(cfg Config) (*Guard, error) {
 		notify:       n,
 		onTransition: cfg.OnTransition,
 	}
+	g.bounces, g.bounceScript = bm, rkeys.BounceScript()
 	g.global = gcraArgs(cfg.Policy.Global)
 	for d, l := range cfg.Policy.Domains {
 		g.domains[d] = gcraArgs(l)
@@ -217,6 +226,7 @@ func New(cfg Config) (*Guard, error) {
 			dispatch:    rkeys.DispatchScript(name, ac.Breaker),
 			settle:      rkeys.SettleScript(name, ac.Breaker),
 			feedback:    rkeys.FeedbackScript(name, cfg.DecisionLogLen, ac.Breaker),
+			bounce:      rkeys.BounceTripScript(name, ac.Breaker),
 			control:     rkeys.ControlScript(name, ac.Breaker),
 			release:     rkeys.ReleaseScript(ac),
 			sweep:       rkeys.SweepScript(name, ac.Breaker),

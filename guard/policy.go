@@ -208,6 +208,9 @@ type BreakerPolicy struct {
 	// Reports trips the breaker when recipients report emails they did
 	// not ask for (see [Guard.Report]).
 	Reports ReportPolicy
+	// Bounces trips the relay breaker on the kind's bounce or complaint
+	// rate (see [Guard.RecordBounce]).
+	Bounces BouncePolicy
 	// CloseFactor: a breaker opened by redemption or reports closes at the
 	// end of a half-open window only when the rate is at most this
 	// multiple of the baseline (the excess that made it trip is gone).
@@ -312,6 +315,22 @@ type ReportPolicy struct {
 	Ratio float64
 }
 
+// BouncePolicy configures the bounce trip: over the last hour, at least
+// MinSends emails of the kind were sent, and hard bounces reached Ratio of
+// them, or complaints ComplaintRatio. The relay breaker opens: dispatch
+// defers the kind's emails until the cooldown ends, and probes find out
+// whether the bounces went on. MinSends 0 turns it off.
+type BouncePolicy struct {
+	// MinSends is the least number of sent emails in the hour. Default 200.
+	MinSends int
+	// Ratio is the share of hard bounces that trips (0: not on bounces).
+	// Default 0.05.
+	Ratio float64
+	// ComplaintRatio is the share of complaints that trips (0: not on
+	// complaints). Default 0.005.
+	ComplaintRatio float64
+}
+
 // LanePolicy configures the lanes of an open breaker: requests an attack
 // cannot produce in bulk still pass, through every cap, each lane paced on
 // its own at Rate, or (auto) at Factor × the baseline and at least Min.
@@ -351,6 +370,7 @@ func defaultBreaker() BreakerPolicy {
 		Redemption: RedemptionPolicy{Bucket: 10 * time.Minute, Lag: 10 * time.Minute, MinSends: 20, MinSources: 5,
 			Collapse: 0.5, MinShare: 0.05, Buckets: 6, MaxDailyFall: 0.9},
 		Reports:     ReportPolicy{Min: 5, Sources: 3, Ratio: 0.01},
+		Bounces:     BouncePolicy{MinSends: 200, Ratio: 0.05, ComplaintRatio: 0.005},
 		CloseFactor: 2,
 		Lanes: LanePolicy{Factor: 2, Min: Rate{60, time.Minute}, Trusted: true, Rerequest: true,
 			RerequestAfter: time.Minute, Redeemed: true},
@@ -749,6 +769,15 @@ func (k KindPolicy) validateSignals(path string, window time.Duration, lines map
 			bad(rp+".max_daily_fall", "must be in (0, 1]")
 		}
 	}
+	if bo := b.Bounces; bo.MinSends < 0 || bo.MinSends > 1000000000 {
+		bad(bp+".bounces.min_sends", "must be between 0 (off) and 1000000000")
+	}
+	if r := b.Bounces.Ratio; r < 0 || r > 1 {
+		bad(bp+".bounces.ratio", "must be 0 (off) or in (0, 1]")
+	}
+	if r := b.Bounces.ComplaintRatio; r < 0 || r > 1 {
+		bad(bp+".bounces.complaint_ratio", "must be 0 (off) or in (0, 1]")
+	}
 	if r := b.Reports; r.Min < 0 || r.Sources < 0 {
 		bad(bp+".reports", "min and sources must not be negative")
 	} else {
@@ -1111,6 +1140,7 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 				}
 				b.SurgeFactor, b.RefusalRatio, b.RelayFailures = 0, 0, 0
 				b.Ceilings.RateOff, b.Ceilings.NewRecipientsOff, b.Redemption.Off, b.Reports.Min = true, true, true, 0
+				b.Bounces.MinSends = 0
 				return
 			}
 			d.fields(v, path, map[string]func(*yaml.Node, string){
@@ -1185,6 +1215,21 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 						"min":     func(v *yaml.Node, p string) { d.integer(v, p, &r.Min) },
 						"sources": func(v *yaml.Node, p string) { d.integer(v, p, &r.Sources) },
 						"ratio":   func(v *yaml.Node, p string) { d.float(v, p, &r.Ratio) },
+					})
+				},
+				"bounces": func(v *yaml.Node, path string) {
+					bo := &b.Bounces
+					var off bool
+					if d.off(v, path, &off) {
+						if off {
+							bo.MinSends = 0
+						}
+						return
+					}
+					d.fields(v, path, map[string]func(*yaml.Node, string){
+						"min_sends":       func(v *yaml.Node, p string) { d.integer(v, p, &bo.MinSends) },
+						"ratio":           func(v *yaml.Node, p string) { d.float(v, p, &bo.Ratio) },
+						"complaint_ratio": func(v *yaml.Node, p string) { d.float(v, p, &bo.ComplaintRatio) },
 					})
 				},
 				"lanes": func(v *yaml.Node, path string) {

@@ -33,6 +33,7 @@ func TestScriptsGolden(t *testing.T) {
 			"dispatch": rkeys.DispatchLua(kind, ac.Breaker),
 			"settle":   rkeys.SettleLua(kind, ac.Breaker),
 			"feedback": rkeys.FeedbackLua(kind, DefaultDecisionLogLen, ac.Breaker),
+			"bounces":  rkeys.BounceTripLua(kind, ac.Breaker),
 			"control":  rkeys.ControlLua(kind, ac.Breaker),
 			"release":  rkeys.ReleaseLua(ac),
 			"sweep":    rkeys.SweepLua(kind, ac.Breaker),

@@ -18,6 +18,8 @@ import (
 type Stats struct {
 	// Kinds holds the counts per kind; every kind of the policy is present.
 	Kinds map[string]*KindStats `json:"kinds"`
+	// Bounces holds the bounce and complaint counts and rates.
+	Bounces BounceStats `json:"bounces"`
 }
 
 // KindStats are the counts of one kind. They satisfy the conservation law
@@ -119,6 +121,9 @@ func (g *Guard) Stats(ctx context.Context) (Stats, error) {
 			settled += n
 		}
 		ks.InFlight = ks.Requested - settled
+	}
+	if st.Bounces, err = g.BounceStats(ctx); err != nil {
+		return Stats{}, err
 	}
 	return st, nil
 }

@@ -25,7 +25,28 @@ type Suppression struct {
 	Reason string `json:"reason"`
 	// Since is when the entry was added.
 	Since time.Time `json:"since"`
+	// Source is where the entry came from (Source* constants); empty for
+	// entries written before sources were recorded.
+	Source string `json:"source,omitempty"`
 }
+
+// Sources of suppression entries.
+const (
+	// SourceSMTP: the relay refused the recipient during the SMTP session.
+	SourceSMTP = "smtp"
+	// SourceDSN: a delivery status notification (RFC 3464) or another
+	// bounce reached the bounce receiver.
+	SourceDSN = "dsn"
+	// SourceARF: a complaint (RFC 5965 feedback report) reached the bounce
+	// receiver.
+	SourceARF = "arf"
+	// SourceSES, SourceSendGrid, SourceMailgun: a provider's webhook.
+	SourceSES      = "ses"
+	SourceSendGrid = "sendgrid"
+	SourceMailgun  = "mailgun"
+	// SourceManual: an operator, through the admin API or Suppress.
+	SourceManual = "manual"
+)
 
 // suppression validates addr and returns its key and its field in the
 // suppression hash.
@@ -41,19 +62,29 @@ func (g *Guard) suppression(addr string) (key, field string, err error) {
 // Suppress adds addr (every variant of it under the policy's recipient
 // rules) to the suppression list: admission refuses it with outcome
 // suppressed, for every kind, until [Guard.Unsuppress]. reason is a short
-// token; empty means "manual". Adding an address again replaces its reason.
+// token; empty means "manual". The entry's source is [SourceManual].
+// Adding an address again replaces its reason and source.
 func (g *Guard) Suppress(ctx context.Context, addr, reason string) error {
+	return g.SuppressFrom(ctx, addr, reason, SourceManual)
+}
+
+// SuppressFrom is [Guard.Suppress] with the entry's source, a short token
+// such as [SourceDSN].
+func (g *Guard) SuppressFrom(ctx context.Context, addr, reason, source string) error {
 	if reason == "" {
 		reason = "manual"
 	}
 	if token(reason) != reason {
 		return fmt.Errorf("guard: suppress: reason %q must be up to 32 lower-case letters, digits or '_'", reason)
 	}
+	if source == "" || token(source) != source {
+		return fmt.Errorf("guard: suppress: source %q must be up to 32 lower-case letters, digits or '_'", source)
+	}
 	k, f, err := g.suppression(addr)
 	if err != nil {
 		return err
 	}
-	v := reason + "|" + strconv.FormatInt(g.now().UnixMilli(), 10)
+	v := reason + "|" + strconv.FormatInt(g.now().UnixMilli(), 10) + "|" + source
 	_, err = g.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, k, v, 0)
 		p.HSet(ctx, rkeys.Suppressions, f, v)
@@ -126,9 +157,12 @@ func (g *Guard) ListSuppressions(ctx context.Context, cursor uint64, count int) 
 	return out, next, nil
 }
 
+// parseSuppression reads "<reason>|<unix ms>[|<source>]"; entries written
+// before sources were recorded have none.
 func parseSuppression(field, v string) Suppression {
-	reason, since, _ := strings.Cut(v, "|")
-	s := Suppression{Hash: hex.EncodeToString([]byte(field)), Reason: reason}
+	reason, rest, _ := strings.Cut(v, "|")
+	since, source, _ := strings.Cut(rest, "|")
+	s := Suppression{Hash: hex.EncodeToString([]byte(field)), Reason: reason, Source: source}
 	if n, err := strconv.ParseInt(since, 10, 64); err == nil {
 		s.Since = time.UnixMilli(n).UTC()
 	}

@@ -39,6 +39,7 @@ type config struct {
 	DevHTTPAddr      string
 	passwordFile     string
 	insecureEnvValue string
+	bounceConfig
 }
 
 type multiFlag []string
@@ -73,6 +74,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines instead of text")
 	fs.StringVar(&c.DevSMTPAddr, "dev-smtp", "", "with -dev: the embedded sink's SMTP address (default 127.0.0.1:2525)")
 	fs.StringVar(&c.DevHTTPAddr, "dev-sink-http", "", "with -dev: the embedded sink's web address (default 127.0.0.1:8025)")
+	c.bounceFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -93,9 +95,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		c.SMTPPassword = strings.TrimRight(string(b), "\r\n")
 	}
+	if err := c.bounceEnv(getenv); err != nil {
+		return nil, err
+	}
 	if c.Dev {
 		c.Admin = true
 		return c, nil
+	}
+	if err := c.checkBounce(); err != nil {
+		return nil, err
 	}
 	switch {
 	case c.RedisURL == "":

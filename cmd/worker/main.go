@@ -4,7 +4,13 @@
 //	worker -dev                                    # embedded Redis, sink and keys
 //	worker -redis redis://127.0.0.1:6379 -smtp relay.example.com:587 \
 //	       -smtp-user mailer -dkim-domain example.com \
-//	       -dkim-key s1=rsa.pem -dkim-key s2=ed25519.pem
+//	       -dkim-key s1=rsa.pem -dkim-key s2=ed25519.pem \
+//	       -bounce-domain bounce.example.com -bounce-smtp :25
+//
+// With -bounce-domain every email carries a signed VERP return path;
+// -bounce-smtp receives the bounces and complaints sent to it, and the
+// provider webhooks (/v1/webhooks/{ses,sendgrid,mailgun}) take the
+// providers' events, on -http and on -webhooks-http.
 package main
 
 import (

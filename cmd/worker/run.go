@@ -27,9 +27,11 @@ import (
 
 // started is what run reports once the worker is up; tests wait on it.
 type started struct {
-	HTTPAddr string
-	RedisURL string
-	Stack    *devstack.Stack
+	HTTPAddr     string
+	RedisURL     string
+	BounceAddr   string
+	WebhooksAddr string
+	Stack        *devstack.Stack
 }
 
 // run starts the worker and blocks until ctx ends, then shuts down in this
@@ -136,10 +138,22 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 			logger.Warn("breaker webhook: undelivered notifications at shutdown", "err", err)
 		}
 	}()
+	fb, err := startBounces(cfg, g, policy, cfg.DKIMDomain, logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fb.shutdown(ctx)
+	}()
+	reg.MustRegister(g.BounceCollector())
 	w, err := worker.New(worker.Config{
 		Dispatcher:      g,
-		Suppressor:      g,
+		Suppressor:      smtpSuppressor{g},
 		Sweeper:         g,
+		ReturnPath:      fb.returnPath(),
+		Observe:         fb.observe,
 		Redis:           rdb,
 		Sender:          pool,
 		Templates:       tmpl,
@@ -176,19 +190,22 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 				return err
 			}
 		}
-		srv = &http.Server{Handler: newMux(reg, w, admin), ReadHeaderTimeout: 5 * time.Second}
+		mux := newMux(reg, w, admin)
+		fb.mount(mux)
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http server", "err", err)
 			}
 		}()
 	}
-	logger.Info("worker started", "http", httpAddr, "smtp", cfg.SMTPAddr, "concurrency", cfg.Concurrency, "dkim_keys", len(keys))
+	logger.Info("worker started", "http", httpAddr, "smtp", cfg.SMTPAddr, "concurrency", cfg.Concurrency, "dkim_keys", len(keys),
+		"bounce_domain", cfg.BounceDomain, "bounce_smtp", fb.bounceAddr())
 	if cfg.Dev {
-		printDevBanner(stdout, stack, httpAddr)
+		printDevBanner(stdout, stack, httpAddr, fb.bounceAddr(), cfg.BounceDomain)
 	}
 	if up != nil {
-		up <- started{HTTPAddr: httpAddr, RedisURL: cfg.RedisURL, Stack: stack}
+		up <- started{HTTPAddr: httpAddr, RedisURL: cfg.RedisURL, BounceAddr: fb.bounceAddr(), WebhooksAddr: fb.webhooksAddr(), Stack: stack}
 	}
 
 	<-ctx.Done()
@@ -243,7 +260,7 @@ func newLogger(cfg *config, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func printDevBanner(w io.Writer, s *devstack.Stack, httpAddr string) {
+func printDevBanner(w io.Writer, s *devstack.Stack, httpAddr, bounceAddr, bounceDomain string) {
 	fmt.Fprintf(w, `
 floodgate worker -dev is running (embedded stack; everything is in memory)
 
@@ -253,6 +270,7 @@ floodgate worker -dev is running (embedded stack; everything is in memory)
   Sink API:             http://%[3]s/api/messages
   Worker HTTP:          http://%[4]s/metrics  /healthz  /readyz  /v1/stats
   DKIM:                 d=%[5]s, selectors dev-rsa (RSA-2048) and dev-ed25519, verified by the sink
+  Bounce receiver:      smtp://%[6]s for bounces+<token>@%[7]s (DSNs and ARF complaints)
 
 Send a password-reset email from another terminal:
 
@@ -261,7 +279,7 @@ Send a password-reset email from another terminal:
 
 then open http://%[3]s/ to see it with its DKIM results. Ctrl-C stops everything.
 
-`, s.RedisURL(), s.Sink.SMTPAddr(), s.Sink.HTTPAddr(), httpAddr, s.Domain)
+`, s.RedisURL(), s.Sink.SMTPAddr(), s.Sink.HTTPAddr(), httpAddr, s.Domain, bounceAddr, bounceDomain)
 }
 
 // adminHandler guards the admin API: on a loopback listener it may run

@@ -27,7 +27,8 @@ const Tag = "{fg}"
 // Fixed keys.
 const (
 	// Suppressions is a hash listing the suppression list for the admin
-	// API: field [SuppressionField], value "<reason>|<unix ms>". Each entry
+	// API: field [SuppressionField], value "<reason>|<unix ms>|<source>"
+	// (older entries have no source). Each entry
 	// is mirrored by a [Suppression] key, which admission reads. Neither
 	// expires: entries are removed by Unsuppress.
 	Suppressions = Tag + ":sup"

@@ -146,6 +146,11 @@ type BreakerConfig struct {
 	// (0: off).
 	ReportMin, ReportSources int
 	ReportRatio              float64
+	// The bounce trip ([BounceTripScript]): hard bounces at BounceRatio,
+	// or complaints at ComplaintRatio, of at least BounceMinSends emails
+	// sent in the last hour (0: off).
+	BounceMinSends              int
+	BounceRatio, ComplaintRatio float64
 	// CloseFactor: a breaker opened by redemption or reports closes, at
 	// the end of a half-open window, only when the rate is at most this
 	// multiple of the baseline.
@@ -532,6 +537,28 @@ func FeedbackLua(kind string, logLen int, c BreakerConfig) string {
 // tripped), "already" (feedback was given) or "unknown" (no sent email).
 func FeedbackScript(kind string, logLen int, c BreakerConfig) *redis.Script {
 	return redis.NewScript(FeedbackLua(kind, logLen, c))
+}
+
+// BounceTripLua returns the Lua of [BounceTripScript].
+func BounceTripLua(kind string, c BreakerConfig) string {
+	return render("bounces.lua", kind, 0, c, map[string]string{"Kind": kind,
+		"MinSends": strconv.Itoa(max(c.BounceMinSends, 1)), "Ratio": num(c.BounceRatio), "ComplaintRatio": num(c.ComplaintRatio)})
+}
+
+// BounceTripScript returns the script run after a hard bounce or a
+// complaint about an email of a kind was counted in [BounceBucket]: it
+// trips the kind's relay breaker (dispatch defers until the cooldown ends,
+// as for relay failures) when, over the last hour (the hour's bucket and
+// the part of the one before still within the hour), at least
+// BounceMinSends emails were sent and hard bounces reached BounceRatio of
+// them or complaints ComplaintRatio.
+//
+// KEYS[1] -> the hour's [BounceBucket]
+// KEYS[2] -> the hour before's [BounceBucket]
+//
+// Returns "counted", or "tripped" followed by the breaker suffix.
+func BounceTripScript(kind string, c BreakerConfig) *redis.Script {
+	return redis.NewScript(BounceTripLua(kind, c))
 }
 
 // ControlLua returns the Lua of [ControlScript].

@@ -75,8 +75,12 @@ type Config struct {
 	Templates Renderer
 	// Signer DKIM-signs messages; nil sends unsigned (logged at start-up).
 	Signer Signer
-	// From is the From: header and, bare, the envelope sender. Required.
+	// From is the From: header and, bare, the envelope sender unless
+	// ReturnPath gives one. Required.
 	From mail.Address
+	// ReturnPath, if set, returns the envelope sender of an email: its
+	// VERP address, which ties a later bounce to it; "" means From.
+	ReturnPath func(p *queue.Payload) string
 	// MessageIDDomain is the right-hand side of Message-IDs; default the
 	// domain of From.
 	MessageIDDomain string
@@ -434,7 +438,13 @@ func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec
 		sctx, cancel = context.WithDeadline(sctx, dl)
 		defer cancel()
 	}
-	return w.cfg.Sender.Send(sctx, w.cfg.From.Address, []string{p.To}, raw)
+	from := w.cfg.From.Address
+	if w.cfg.ReturnPath != nil {
+		if rp := w.cfg.ReturnPath(p); rp != "" {
+			from = rp
+		}
+	}
+	return w.cfg.Sender.Send(sctx, from, []string{p.To}, raw)
 }
 
 func permanent(stage string, err error) error {
