@@ -50,6 +50,11 @@ type Data struct {
 	// {{expires .ExpiresIn}} ("30 minutes"). Zero hides the sentence in the
 	// default templates.
 	ExpiresIn time.Duration
+	// ReportURL, when set, is the link where the recipient reports an email
+	// they did not ask for (the application routes it to
+	// queue.Client.Report); the default reset and verification templates
+	// show it.
+	ReportURL string
 	// Values is the email's data, e.g. "reset_url". Templates read required
 	// values as {{.Values.key}} (a missing key fails the render) and
 	// optional ones as {{index .Values "key"}}.

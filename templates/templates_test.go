@@ -584,3 +584,20 @@ func BenchmarkRender(b *testing.B) {
 		})
 	}
 }
+
+// TestReportLink: with a report URL the reset and verification emails
+// carry the "I did not ask for this" link; without one they do not.
+func TestReportLink(t *testing.T) {
+	s := newDefault(t)
+	const link = "https://app.example/not-me/0123abcd"
+	for kind, key := range map[string]string{"password_reset": "reset_url", "verify_email": "verify_url"} {
+		r := mustRender(t, s, kind, Data{ReportURL: link, Values: map[string]string{key: "https://x.example/r"}})
+		if !strings.Contains(r.Text, "tell us: "+link) || !strings.Contains(r.HTML, `href="`+link+`"`) {
+			t.Errorf("Render(%q) with a report URL:\n%s\n%s", kind, r.Text, r.HTML)
+		}
+		r = mustRender(t, s, kind, Data{Values: map[string]string{key: "https://x.example/r"}})
+		if strings.Contains(r.Text, "tell us") || strings.Contains(r.HTML, "tell us") {
+			t.Errorf("Render(%q) without a report URL shows the link", kind)
+		}
+	}
+}

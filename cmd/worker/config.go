@@ -26,6 +26,7 @@ type config struct {
 	DKIMKeys         []string // SELECTOR=PEMFILE
 	From             string
 	App              string
+	ReportURL        string
 	HTTPAddr         string
 	AdminToken       string
 	Webhook          string
@@ -65,6 +66,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Var((*multiFlag)(&c.DKIMKeys), "dkim-key", "SELECTOR=PEMFILE, repeatable: one signature per key (RSA >= 2048 or Ed25519)")
 	fs.StringVar(&c.From, "from", "", `From address, e.g. "Example <no-reply@example.com>" (default no-reply@DKIM-DOMAIN)`)
 	fs.StringVar(&c.App, "app", "", "product name shown in emails (default the From name)")
+	fs.StringVar(&c.ReportURL, "report-url", "", "the \"I did not ask for this\" link of each reset and verification email, with {id} for the email id (the app routes it to queue.Client.Report)")
 	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:8080", "address serving /metrics, /healthz, /readyz and the admin API /v1/ (\"\" disables)")
 	fs.StringVar(&c.Webhook, "webhook", "", "URL that receives every breaker transition as JSON, signed with env FLOODGATE_WEBHOOK_SECRET (HMAC-SHA256)")
 	fs.BoolVar(&c.Admin, "admin", false, "serve the admin API under /v1/ on -http (needs FLOODGATE_ADMIN_TOKEN unless -http is loopback; on with -dev)")

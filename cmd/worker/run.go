@@ -160,6 +160,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		Signer:          signerOrNil(signer),
 		From:            *from,
 		App:             cfg.App,
+		ReportURL:       cfg.ReportURL,
 		Kinds:           kinds,
 		Concurrency:     cfg.Concurrency,
 		ShutdownTimeout: cfg.ShutdownTimeout,

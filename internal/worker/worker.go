@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/mail"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -86,6 +87,10 @@ type Config struct {
 	MessageIDDomain string
 	// App is the product name shown in templates; default From.Name.
 	App string
+	// ReportURL, when set, is the "I did not ask for this" link of each
+	// email: an absolute http(s) URL in which "{id}" is replaced by the
+	// email's id, for the application to route to queue.Client.Report.
+	ReportURL string
 	// Kinds configures each kind; nil means queue.DefaultKinds().
 	Kinds queue.Kinds
 	// Dispatcher is the dispatch guard; nil sends everything it is given.
@@ -142,6 +147,13 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if _, err := queue.NormalizeAddress(cfg.From.Address); err != nil {
 		return nil, fmt.Errorf("worker: From: %w", err)
+	}
+	if cfg.ReportURL != "" {
+		u, err := url.Parse(strings.ReplaceAll(cfg.ReportURL, "{id}", "0"))
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || !strings.Contains(cfg.ReportURL, "{id}") ||
+			strings.ContainsAny(cfg.ReportURL, " \r\n\"<>") {
+			return nil, errors.New("worker: ReportURL must be an absolute http(s) URL containing {id}")
+		}
 	}
 	if cfg.MessageIDDomain == "" {
 		cfg.MessageIDDomain = cfg.From.Address[strings.LastIndexByte(cfg.From.Address, '@')+1:]
@@ -258,6 +270,14 @@ func (w *Worker) Ready(ctx context.Context) error {
 		return fmt.Errorf("worker: redis: %w", err)
 	}
 	return nil
+}
+
+// reportURL returns the email's "I did not ask for this" link, or "".
+func (w *Worker) reportURL(id string) string {
+	if w.cfg.ReportURL == "" {
+		return ""
+	}
+	return strings.ReplaceAll(w.cfg.ReportURL, "{id}", url.PathEscape(id))
 }
 
 // deferError asks asynq to run the task again after a delay without
@@ -399,7 +419,7 @@ func (w *Worker) dispatch(ctx context.Context, p *queue.Payload, attempt string)
 func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec) error {
 	r, err := w.cfg.Templates.Render(p.Kind, templates.Data{
 		Kind: p.Kind, Name: p.Name, To: p.To, App: w.cfg.App,
-		ExpiresIn: spec.TTL, Values: p.Data,
+		ExpiresIn: spec.TTL, Values: p.Data, ReportURL: w.reportURL(p.ID),
 	})
 	if err != nil {
 		return permanent("render", err)

@@ -564,3 +564,26 @@ func TestNoHeaderInjection(t *testing.T) {
 		t.Fatalf("%d hostile messages reached the sink", got)
 	}
 }
+
+// TestReportLink: with Config.ReportURL each reset carries the "I did not
+// ask for this" link with its own id; a ReportURL without {id} is refused.
+func TestReportLink(t *testing.T) {
+	e := newEnv(t, func(c *worker.Config, _ *smtpsink.Config) { c.ReportURL = "https://app.example/not-me?id={id}" })
+	r := e.enqueue(t, resetEmail("alice@example.com"))
+	if seq := e.waitOutcome(t, r.ID); seq[len(seq)-1] != queue.Sent {
+		t.Fatalf("outcomes %v, want sent", seq)
+	}
+	msgs := e.sink.Messages(smtpsink.Query{})
+	full, _ := e.sink.Message(msgs[0].ID)
+	text, html, _ := parts(t, full.Raw)
+	want := "https://app.example/not-me?id=" + r.ID
+	if !strings.Contains(text, want) || !strings.Contains(html, want) {
+		t.Errorf("the reset does not carry %s:\n%s", want, text)
+	}
+	cfg := e.wcfg
+	cfg.ReportURL = "https://app.example/not-me"
+	_, err := worker.New(cfg)
+	if err == nil || !strings.Contains(err.Error(), "{id}") {
+		t.Errorf("ReportURL without {id}: %v", err)
+	}
+}
