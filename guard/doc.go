@@ -128,6 +128,18 @@
 // Settle return an [*OpError] matching [ErrUnavailable] and never allow.
 // Redis client types do not cross the API.
 //
+// # Redis settings
+//
+// The guard's counters and claims, and asynq's queues, live in Redis, so a
+// server that evicts keys under memory pressure lifts caps and loses emails
+// without a trace. [CheckRedis] reads maxmemory-policy from every master
+// (CONFIG GET, or INFO's maxmemory_policy field where CONFIG is disabled or
+// renamed) and refuses anything but noeviction ([ErrEviction]); when
+// neither answers the policy is unknown ([ErrPolicyUnknown]) and the caller
+// decides: floodgate's commands refuse unless told it is noeviction. It
+// also reports persistence ([RedisReport.NotPersistent]). Producers call it
+// once at start-up; the worker also repeats it and reports it on /readyz.
+//
 // # Surge breaker
 //
 // One breaker per kind ([BreakerPolicy]), its state in Redis and moved only

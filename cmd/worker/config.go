@@ -32,6 +32,8 @@ type config struct {
 	WebhookSecret    string
 	Admin            bool
 	Concurrency      int
+	AssumeNoEviction bool
+	RedisCheck       time.Duration
 	ShutdownTimeout  time.Duration
 	LogLevel         string
 	LogJSON          bool
@@ -68,6 +70,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.Webhook, "webhook", "", "URL that receives every breaker transition as JSON, signed with env FLOODGATE_WEBHOOK_SECRET (HMAC-SHA256)")
 	fs.BoolVar(&c.Admin, "admin", false, "serve the admin API under /v1/ on -http (needs FLOODGATE_ADMIN_TOKEN unless -http is loopback; on with -dev)")
 	fs.IntVar(&c.Concurrency, "concurrency", 20, "emails processed at once")
+	fs.BoolVar(&c.AssumeNoEviction, "redis-assume-noeviction", false, "start even when Redis's maxmemory-policy cannot be read (CONFIG GET and INFO refused), taking it to be noeviction")
+	fs.DurationVar(&c.RedisCheck, "redis-check-interval", time.Minute, "how often Redis's maxmemory-policy is checked again (/readyz, floodgate_redis_maxmemory_policy)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for running sends")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines instead of text")
@@ -108,6 +112,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, errors.New("-dkim-key needs -dkim-domain")
 	case c.Concurrency <= 0:
 		return nil, errors.New("-concurrency must be positive")
+	case c.RedisCheck <= 0:
+		return nil, errors.New("-redis-check-interval must be positive")
 	}
 	if c.From == "" {
 		if c.DKIMDomain == "" {

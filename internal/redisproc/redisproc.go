@@ -108,6 +108,11 @@ func (p *Proc) wait(ctx context.Context, within time.Duration) error {
 			p.Version = info["Server"]["redis_version"]
 			return nil
 		}
+		var reply redis.Error
+		if errors.As(err, &reply) && c.Ping(ctx).Err() == nil {
+			// INFO renamed or disabled (--rename-command): up, version unknown.
+			return nil
+		}
 		select {
 		case <-p.exited:
 			return errors.New("exited at start-up")
