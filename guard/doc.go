@@ -64,7 +64,10 @@
 // taking the claim. An allowed attempt holds the claim for a lease
 // (Config.Lease, default the kind's attempt timeout plus 30s); Settle makes
 // it "sent" (a redelivered task is then a duplicate), terminal, or releases
-// it for a retry. A worker that dies mid-send loses the claim when the lease
+// it for a retry. A claim released after an ambiguous result (reason
+// "ambiguous": the relay may have accepted the message) keeps the count of
+// such results, and the next Dispatch reports it (Verdict.Ambiguous), so the
+// worker can bound the copies across attempts and processes. A worker that dies mid-send loses the claim when the lease
 // ends, and the email is then sent by the next attempt.
 //
 // # Round trips

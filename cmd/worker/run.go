@@ -155,20 +155,21 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		}
 	}()
 	w, err := worker.New(worker.Config{
-		Dispatcher:      g,
-		Suppressor:      g,
-		Sweeper:         g,
-		Redis:           rdb,
-		Sender:          pool,
-		Templates:       tmpl,
-		Signer:          signerOrNil(signer),
-		From:            *from,
-		App:             cfg.App,
-		Kinds:           kinds,
-		Concurrency:     cfg.Concurrency,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          logger,
-		Registerer:      reg,
+		Dispatcher:       g,
+		Suppressor:       g,
+		Sweeper:          g,
+		Redis:            rdb,
+		Sender:           pool,
+		Templates:        tmpl,
+		Signer:           signerOrNil(signer),
+		From:             *from,
+		App:              cfg.App,
+		Kinds:            kinds,
+		Concurrency:      cfg.Concurrency,
+		AmbiguousRetries: ambiguousRetries(cfg.AmbiguousRetries),
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		Logger:           logger,
+		Registerer:       reg,
 	})
 	if err != nil {
 		return err
@@ -218,6 +219,14 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		_ = srv.Shutdown(shutCtx)
 	}
 	return werr
+}
+
+// ambiguousRetries maps the flag (0: none) to worker.Config (0: default).
+func ambiguousRetries(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // signerOrNil keeps a nil *Signer from becoming a non-nil interface.

@@ -103,6 +103,14 @@ type Config struct {
 	// RetryBase is the first retry delay after a temporary failure; it
 	// doubles per retry up to 5 minutes, with jitter. Default 1s.
 	RetryBase time.Duration
+	// AmbiguousRetries bounds the retries of an email after ambiguous
+	// results (the connection was lost after the final dot, or the relay
+	// never answered it): the relay may have accepted the message, so each
+	// retry may deliver another copy. Past the bound the email fails with
+	// reason "ambiguous". The guard counts ambiguous results across retries
+	// and workers; without a Dispatcher every earlier retry is taken to
+	// have been one. Zero means 1; negative means none.
+	AmbiguousRetries int
 	// Observe, if set, is called after each outcome is recorded, including
 	// Deferred and a temporary failure (outcome ""). It must not block.
 	Observe func(p *queue.Payload, o queue.Outcome, reason string)
@@ -162,6 +170,12 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 30 * time.Second
+	}
+	switch {
+	case cfg.AmbiguousRetries == 0:
+		cfg.AmbiguousRetries = 1
+	case cfg.AmbiguousRetries < 0:
+		cfg.AmbiguousRetries = 0
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -308,6 +322,10 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	attempt := newAttempt()
+	retried, _ := asynq.GetRetryCount(ctx)
+	// Earlier ambiguous results: the guard counts them; without one, every
+	// earlier attempt may have been one.
+	ambiguous := retried
 	// With a guard, Dispatch also checks the TTL, on Redis time.
 	if w.cfg.Dispatcher != nil {
 		v, err := w.dispatch(ctx, p, attempt)
@@ -326,6 +344,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			w.record(ctx, p, v.Outcome, v.Reason, nil)
 			return nil
 		}
+		ambiguous = v.Ambiguous
 	}
 	err = w.send(ctx, p, spec)
 	w.metrics.sendSeconds.WithLabelValues(p.Kind).Observe(time.Since(start).Seconds())
@@ -342,8 +361,19 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		w.settle(ctx, p, attempt, queue.Failed, reasonOf(err))
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	case isAmbiguous(err):
+		// The relay may have the message: each retry may be a copy.
+		if ambiguous >= w.cfg.AmbiguousRetries || retried >= spec.Retries() {
+			w.metrics.ambiguous.WithLabelValues(p.Kind, "failed").Inc()
+			w.settle(ctx, p, attempt, queue.Failed, "ambiguous")
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		}
+		w.metrics.ambiguous.WithLabelValues(p.Kind, "retried").Inc()
+		w.settle(ctx, p, attempt, "", "ambiguous")
+		w.metrics.retries.WithLabelValues(p.Kind, "ambiguous").Inc()
+		w.observe(p, "", "ambiguous")
+		return err
 	default:
-		retried, _ := asynq.GetRetryCount(ctx)
 		if retried >= spec.Retries() {
 			w.settle(ctx, p, attempt, queue.Failed, "retries_exhausted")
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -439,6 +469,13 @@ func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec
 
 func permanent(stage string, err error) error {
 	return &delivery.SendError{Stage: stage, Temporary: false, Message: err.Error(), Err: err}
+}
+
+// isAmbiguous reports whether err leaves it unknown whether the relay
+// accepted the message.
+func isAmbiguous(err error) bool {
+	var se *delivery.SendError
+	return errors.As(err, &se) && se.Ambiguous
 }
 
 // reasonOf names an error's class for logs and metric labels.
