@@ -27,8 +27,10 @@ const (
 	DefaultDecisionLogLen = 10000
 	DefaultClaimGrace     = 10 * time.Minute
 	// leaseMargin is added to a kind's attempt timeout to form the claim
-	// lease, so a slow but live attempt keeps its claim.
-	leaseMargin = 30 * time.Second
+	// lease, so a slow but live attempt keeps its claim, and a Redis outage
+	// of up to a minute right after the relay's 250 ends before the claim
+	// does: the worker's retried Settle then lands first.
+	leaseMargin = 90 * time.Second
 )
 
 // Config configures a [Guard].
@@ -53,7 +55,9 @@ type Config struct {
 	// Zero means 10000.
 	DecisionLogLen int
 	// Lease is how long a dispatch claim is held before another attempt
-	// may take it over. Zero means the kind's attempt timeout plus 30s.
+	// may take it over. Zero means the kind's attempt timeout plus 90s. A
+	// Redis outage that starts when the relay answers 250 and outlasts the
+	// rest of the lease may lead to a second send by another worker.
 	Lease time.Duration
 	// ClaimGrace is how long a settled claim outlives the email's expiry,
 	// covering clock skew between producers and Redis. Zero means 10m.

@@ -54,6 +54,8 @@ type env struct {
 	gcfg   guard.Config
 	wcfg   worker.Config
 	sends  atomic.Int64 // SMTP transactions attempted
+	// poolConns is the SMTP pool's connection limit; 0 means 2.
+	poolConns int
 }
 
 // startWorker starts another worker with the env's configuration.
@@ -163,7 +165,7 @@ func newGuardedEnv(t *testing.T, g func(*env), opts ...envOpt) *env {
 	}
 	t.Cleanup(func() { e.sink.Shutdown(context.Background()) })
 	if wcfg.Sender == nil {
-		pool, err := delivery.NewPool(delivery.PoolConfig{Addr: e.sink.SMTPAddr(), TLS: "none", MaxConns: 2})
+		pool, err := delivery.NewPool(delivery.PoolConfig{Addr: e.sink.SMTPAddr(), TLS: "none", MaxConns: max(e.poolConns, 2)})
 		if err != nil {
 			t.Fatal(err)
 		}
