@@ -72,10 +72,20 @@
 // GCRAs on Redis TIME checked together before either is consumed; an
 // exhausted rate defers the email (Verdict Deferred, RetryAfter > 0) without
 // taking the claim. An allowed attempt holds the claim for a lease
-// (Config.Lease, default the kind's attempt timeout plus 30s); Settle makes
+// (Config.Lease, default the kind's attempt timeout plus 90s); Settle makes
 // it "sent" (a redelivered task is then a duplicate), terminal, or releases
-// it for a retry. A worker that dies mid-send loses the claim when the lease
-// ends, and the email is then sent by the next attempt.
+// it for a retry. A claim released after an ambiguous result (reason
+// "ambiguous": the relay may have accepted the message) keeps the count of
+// such results, and the next Dispatch reports it (Verdict.Ambiguous), so the
+// worker can bound the copies across attempts and processes.
+//
+// A worker that dies mid-send loses the claim when the lease ends, and the
+// email is then sent by the next attempt: if the relay had already answered
+// 250, that is a second copy, so a killed worker can cause at most one per
+// SMTP transaction it had in flight. A live worker keeps retrying Settle
+// while Redis does not answer; the lease's 90s margin lets a one-minute
+// outage right after the slowest 250 end before the claim does, so a
+// redelivered task meanwhile finds the claim held and waits.
 //
 // # Round trips
 //
@@ -152,6 +162,18 @@
 // The guard fails closed: when Redis does not answer, Admit, Dispatch and
 // Settle return an [*OpError] matching [ErrUnavailable] and never allow.
 // Redis client types do not cross the API.
+//
+// # Redis settings
+//
+// The guard's counters and claims, and asynq's queues, live in Redis, so a
+// server that evicts keys under memory pressure lifts caps and loses emails
+// without a trace. [CheckRedis] reads maxmemory-policy from every master
+// (CONFIG GET, or INFO's maxmemory_policy field where CONFIG is disabled or
+// renamed) and refuses anything but noeviction ([ErrEviction]); when
+// neither answers the policy is unknown ([ErrPolicyUnknown]) and the caller
+// decides: floodgate's commands refuse unless told it is noeviction. It
+// also reports persistence ([RedisReport.NotPersistent]). Producers call it
+// once at start-up; the worker also repeats it and reports it on /readyz.
 //
 // # Surge breaker
 //

@@ -27,8 +27,10 @@ const (
 	DefaultDecisionLogLen = 10000
 	DefaultClaimGrace     = 10 * time.Minute
 	// leaseMargin is added to a kind's attempt timeout to form the claim
-	// lease, so a slow but live attempt keeps its claim.
-	leaseMargin = 30 * time.Second
+	// lease, so a slow but live attempt keeps its claim, and a Redis outage
+	// of up to a minute right after the relay's 250 ends before the claim
+	// does: the worker's retried Settle then lands first.
+	leaseMargin = 90 * time.Second
 )
 
 // Config configures a [Guard].
@@ -53,7 +55,9 @@ type Config struct {
 	// Zero means 10000.
 	DecisionLogLen int
 	// Lease is how long a dispatch claim is held before another attempt
-	// may take it over. Zero means the kind's attempt timeout plus 30s.
+	// may take it over. Zero means the kind's attempt timeout plus 90s. A
+	// Redis outage that starts when the relay answers 250 and outlasts the
+	// rest of the lease may lead to a second send by another worker.
 	Lease time.Duration
 	// ClaimGrace is how long a settled claim outlives the email's expiry,
 	// covering clock skew between producers and Redis. Zero means 10m.
@@ -407,11 +411,12 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 // "breaker"): re-queue without using a retry; Duplicate (already sent: do
 // not send); Expired; Held or Shed (the breaker); Failed (settled failed
 // before). Calling it again with the same attempt is allowed again
-// without consuming the rates twice. Only an allowed attempt is followed by
-// [Guard.Settle].
+// without consuming the rates twice. An allowed verdict's Ambiguous counts
+// the earlier attempts whose result was ambiguous (settled with reason
+// "ambiguous"). Only an allowed attempt is followed by [Guard.Settle].
 func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) (queue.Verdict, error) {
-	if attempt == "" {
-		return queue.Verdict{}, errors.New("guard: dispatch: attempt is empty")
+	if attempt == "" || strings.ContainsRune(attempt, '~') {
+		return queue.Verdict{}, errors.New("guard: dispatch: attempt is empty or holds '~'")
 	}
 	pl, err := g.plan("dispatch", p.Kind)
 	if err != nil {
@@ -445,6 +450,10 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 	switch outcome {
 	case "allow":
 		v, metric = queue.Verdict{Allow: true}, "dispatched"
+		var n string
+		if reason, n, _ = strings.Cut(reason, ";"); n != "" {
+			v.Ambiguous, _ = strconv.Atoi(n)
+		}
 	case "deferred":
 		which, left, _ := strings.Cut(reason, ":")
 		n, perr := strconv.ParseInt(left, 10, 64)
@@ -475,7 +484,10 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 // Sent makes the claim "sent" until the email's expiry plus
 // Config.ClaimGrace, so a redelivered task is a duplicate; Failed and
 // Expired are terminal likewise; Deferred or "" (a temporary failure)
-// releases the claim if this attempt still holds it, so a retry may send.
+// releases the claim if this attempt still holds it, so a retry may send;
+// with reason "ambiguous" (the relay may have accepted the message) the
+// released claim keeps the count, which the next Dispatch reports in
+// Verdict.Ambiguous.
 // reason is a short token ("hard_bounce", "retries_exhausted"); anything
 // else is counted as "other". Terminal states never change, so calling it
 // again counts nothing twice.

@@ -47,6 +47,10 @@ type KindStats struct {
 	Deferred map[string]int64 `json:"deferred"`
 	// Retried counts temporary send failures; not terminal.
 	Retried int64 `json:"retried"`
+	// Ambiguous counts attempts whose result was ambiguous (the connection
+	// was lost after the final dot: the relay may have accepted the
+	// message), retried or, past the worker's bound, failed.
+	Ambiguous int64 `json:"ambiguous"`
 	// Redelivered counts dispatches of emails already sent.
 	Redelivered int64 `json:"redelivered"`
 	// Lanes counts the emails admitted through each lane of an open
@@ -166,6 +170,9 @@ func (ks *KindStats) add(stage, outcome, reason string, n int64) {
 			ks.Redelivered += n
 		default:
 			terminal()
+		}
+		if reason == "ambiguous" && (outcome == "retry" || outcome == string(queue.Failed)) {
+			ks.Ambiguous += n
 		}
 	}
 }

@@ -61,4 +61,8 @@ type Verdict struct {
 	// the lane that let it through ("trusted", "rerequest", "redeemed");
 	// the email then carries it so that dispatch does not hold it again.
 	Lane string
+	// Ambiguous, on an allowed dispatch, counts the email's earlier attempts
+	// whose result was ambiguous: the connection was lost after the final
+	// dot, so the relay may have accepted the message.
+	Ambiguous int
 }

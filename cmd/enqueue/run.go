@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/floodgate-dev/floodgate/guard"
@@ -34,6 +35,9 @@ type config struct {
 	Timeout  time.Duration
 	NoBar    bool
 	Policy   string
+	// AssumeNoEviction: Redis's maxmemory-policy cannot be read; take it
+	// to be noeviction.
+	AssumeNoEviction bool
 }
 
 type dataFlag map[string]string
@@ -64,6 +68,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "per-email timeout")
 	fs.BoolVar(&c.NoBar, "no-progress", false, "with -file: no progress bar")
 	fs.StringVar(&c.Policy, "policy", "", "policy YAML file, the same the workers use (default: built-in policy)")
+	fs.BoolVar(&c.AssumeNoEviction, "redis-assume-noeviction", false, "enqueue even when Redis's maxmemory-policy cannot be read (CONFIG GET and INFO refused), taking it to be noeviction")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -91,6 +96,9 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
+	if err := checkRedis(ctx, rdb, cfg.AssumeNoEviction); err != nil {
+		return err
+	}
 	policy := guard.DefaultPolicy()
 	if cfg.Policy != "" {
 		if policy, err = guard.LoadPolicy(cfg.Policy); err != nil {
@@ -117,6 +125,22 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(r)
+}
+
+// checkRedis refuses a Redis that may evict keys: the emails queued into
+// it, and the caps that admitted them, could vanish without a trace. A
+// Redis that does not answer is left to the enqueue to report.
+func checkRedis(ctx context.Context, rdb redis.UniversalClient, assume bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := guard.CheckRedis(ctx, rdb)
+	switch {
+	case err == nil, errors.Is(err, guard.ErrUnavailable), assume && errors.Is(err, guard.ErrPolicyUnknown):
+		return nil
+	case errors.Is(err, guard.ErrPolicyUnknown):
+		return fmt.Errorf("%w; if it is noeviction, run with -redis-assume-noeviction", err)
+	}
+	return err
 }
 
 // line is one email of a batch file.

@@ -485,6 +485,9 @@ func renderStats(w io.Writer, raw json.RawMessage, _ []string, _ *opts) error {
 		if len(ks.Deferred) > 0 {
 			notes = append(notes, fmt.Sprintf("%s deferred (not terminal): %s", k, formatCounts(ks.Deferred)))
 		}
+		if ks.Ambiguous > 0 {
+			notes = append(notes, fmt.Sprintf("%s: %d ambiguous results (connection lost after the final dot; retried or failed)", k, ks.Ambiguous))
+		}
 		if ks.InFlight < 0 {
 			notes = append(notes, fmt.Sprintf("%s: in flight is negative: more outcomes than requests were counted", k))
 		}

@@ -33,6 +33,9 @@ type config struct {
 	WebhookSecret    string
 	Admin            bool
 	Concurrency      int
+	AmbiguousRetries int
+	AssumeNoEviction bool
+	RedisCheck       time.Duration
 	ShutdownTimeout  time.Duration
 	LogLevel         string
 	LogJSON          bool
@@ -71,6 +74,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.Webhook, "webhook", "", "URL that receives every breaker transition as JSON, signed with env FLOODGATE_WEBHOOK_SECRET (HMAC-SHA256)")
 	fs.BoolVar(&c.Admin, "admin", false, "serve the admin API under /v1/ on -http (needs FLOODGATE_ADMIN_TOKEN unless -http is loopback; on with -dev)")
 	fs.IntVar(&c.Concurrency, "concurrency", 20, "emails processed at once")
+	fs.IntVar(&c.AmbiguousRetries, "ambiguous-retries", 1, "retries of an email after results that may have been delivered (connection lost after the final dot): each may be a copy; 0 fails it at once")
+	fs.BoolVar(&c.AssumeNoEviction, "redis-assume-noeviction", false, "start even when Redis's maxmemory-policy cannot be read (CONFIG GET and INFO refused), taking it to be noeviction")
+	fs.DurationVar(&c.RedisCheck, "redis-check-interval", time.Minute, "how often Redis's maxmemory-policy is checked again (/readyz, floodgate_redis_maxmemory_policy)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for running sends")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines instead of text")
@@ -118,6 +124,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, errors.New("-dkim-key needs -dkim-domain")
 	case c.Concurrency <= 0:
 		return nil, errors.New("-concurrency must be positive")
+	case c.AmbiguousRetries < 0:
+		return nil, errors.New("-ambiguous-retries must not be negative")
+	case c.RedisCheck <= 0:
+		return nil, errors.New("-redis-check-interval must be positive")
 	}
 	if c.From == "" {
 		if c.DKIMDomain == "" {

@@ -102,13 +102,33 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		return err
 	}
 	defer rdb.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mon := newRedisMonitor(rdb, cfg.AssumeNoEviction, logger, reg)
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = rdb.Ping(pingCtx).Err()
 	cancel()
 	if err != nil {
-		// Not fatal: tasks stay in Redis, and asynq reconnects when it is back.
+		// Not fatal: tasks stay in Redis, and asynq reconnects when it is
+		// back; the monitor checks its settings then.
 		logger.Warn("redis not reachable at start-up; will keep trying", "err", err)
+	} else {
+		checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rep, err := mon.check(checkCtx)
+		cancel()
+		if err != nil && !errors.Is(err, guard.ErrUnavailable) {
+			return refusal(err)
+		}
+		if !cfg.Dev {
+			for _, addr := range rep.NotPersistent() {
+				logger.Warn("redis has no persistence (appendonly no, no RDB save points): a restart loses every queued email, claim and counter",
+					"redis", addr)
+			}
+		}
 	}
+	monCtx, stopMon := context.WithCancel(ctx)
+	defer stopMon()
+	go mon.run(monCtx, cfg.RedisCheck)
 
 	pool, err := delivery.NewPool(delivery.PoolConfig{
 		Addr:     cfg.SMTPAddr,
@@ -123,8 +143,6 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	}
 	defer pool.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, Logger: logger, Registerer: reg,
 		Webhook: cfg.Webhook, WebhookSecret: cfg.WebhookSecret})
 	if err != nil {
@@ -149,23 +167,24 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	}()
 	reg.MustRegister(g.BounceCollector())
 	w, err := worker.New(worker.Config{
-		Dispatcher:      g,
-		Suppressor:      smtpSuppressor{g},
-		Sweeper:         g,
-		ReturnPath:      fb.returnPath(),
-		Observe:         fb.observe,
-		Redis:           rdb,
-		Sender:          pool,
-		Templates:       tmpl,
-		Signer:          signerOrNil(signer),
-		From:            *from,
-		App:             cfg.App,
-		ReportURL:       cfg.ReportURL,
-		Kinds:           kinds,
-		Concurrency:     cfg.Concurrency,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          logger,
-		Registerer:      reg,
+		Dispatcher:       g,
+		Suppressor:       smtpSuppressor{g},
+		Sweeper:          g,
+		ReturnPath:       fb.returnPath(),
+		Observe:          fb.observe,
+		Redis:            rdb,
+		Sender:           pool,
+		Templates:        tmpl,
+		Signer:           signerOrNil(signer),
+		From:             *from,
+		App:              cfg.App,
+		ReportURL:        cfg.ReportURL,
+		Kinds:            kinds,
+		Concurrency:      cfg.Concurrency,
+		AmbiguousRetries: ambiguousRetries(cfg.AmbiguousRetries),
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		Logger:           logger,
+		Registerer:       reg,
 	})
 	if err != nil {
 		return err
@@ -191,7 +210,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 				return err
 			}
 		}
-		mux := newMux(reg, w, admin)
+		mux := newMux(reg, w, mon, admin)
 		fb.mount(mux)
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
@@ -220,6 +239,14 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	return werr
 }
 
+// ambiguousRetries maps the flag (0: none) to worker.Config (0: default).
+func ambiguousRetries(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
 // signerOrNil keeps a nil *Signer from becoming a non-nil interface.
 func signerOrNil(s *delivery.Signer) worker.Signer {
 	if s == nil {
@@ -228,7 +255,7 @@ func signerOrNil(s *delivery.Signer) worker.Signer {
 	return s
 }
 
-func newMux(reg *prometheus.Registry, w *worker.Worker, admin http.Handler) *http.ServeMux {
+func newMux(reg *prometheus.Registry, w *worker.Worker, mon *redisMonitor, admin http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	if admin != nil {
 		mux.Handle("/v1/", admin)
@@ -242,6 +269,10 @@ func newMux(reg *prometheus.Registry, w *worker.Worker, admin http.Handler) *htt
 		defer cancel()
 		if err := w.Ready(ctx); err != nil {
 			http.Error(rw, "not ready: redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		if err := mon.ready(); err != nil {
+			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(rw, "ready\n")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/alicebob/miniredis/v2/server"
 
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/smtpsink"
@@ -63,6 +64,10 @@ func Start(cfg Config) (*Stack, error) {
 
 	s.Redis = miniredis.NewMiniRedis()
 	if err := startOn(cfg.RedisAddr, "127.0.0.1:6380", s.Redis.StartAddr); err != nil {
+		return nil, fmt.Errorf("devstack: redis: %w", err)
+	}
+	if err := s.Redis.Server().Register("CONFIG", configGet); err != nil {
+		s.Redis.Close()
 		return nil, fmt.Errorf("devstack: redis: %w", err)
 	}
 
@@ -121,6 +126,24 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 		s.Redis.Close()
 	})
 	return err
+}
+
+// configGet answers CONFIG GET maxmemory-policy, which miniredis lacks: it
+// never evicts, so the commands' start-up check (guard.CheckRedis) passes
+// against it. Other parameters are unknown, as Redis answers for a
+// parameter it does not have, so persistence reads as unknown.
+func configGet(c *server.Peer, cmd string, args []string) {
+	if len(args) < 2 || !strings.EqualFold(args[0], "get") {
+		c.WriteError("ERR only CONFIG GET is supported")
+		return
+	}
+	if strings.EqualFold(args[1], "maxmemory-policy") {
+		c.WriteMapLen(1)
+		c.WriteBulk("maxmemory-policy")
+		c.WriteBulk("noeviction")
+		return
+	}
+	c.WriteMapLen(0)
 }
 
 // startOn tries addr, or the preferred address then a free port when addr

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -108,6 +109,11 @@ func (p *Proc) wait(ctx context.Context, within time.Duration) error {
 			p.Version = info["Server"]["redis_version"]
 			return nil
 		}
+		var reply redis.Error
+		if errors.As(err, &reply) && c.Ping(ctx).Err() == nil {
+			// INFO renamed or disabled (--rename-command): up, version unknown.
+			return nil
+		}
 		select {
 		case <-p.exited:
 			return errors.New("exited at start-up")
@@ -127,6 +133,24 @@ func (p *Proc) Stop() {
 		<-p.exited
 	}
 	os.RemoveAll(p.dir)
+}
+
+// Pause stops the server process (SIGSTOP): its connections stay open but
+// nothing is answered, as when a host freezes or a network partition holds
+// packets, and no data is lost. Resume continues it.
+func (p *Proc) Pause() error { return p.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (p *Proc) Resume() error { return p.signal(syscall.SIGCONT) }
+
+func (p *Proc) signal(sig os.Signal) error {
+	if p.cmd.Process == nil {
+		return errors.New("redisproc: not started")
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("redisproc: signal %v: %w", sig, err)
+	}
+	return nil
 }
 
 // LogTail returns the last n lines of the server's log, prefixed for an

@@ -425,7 +425,9 @@ func DispatchLua(kind string, c BreakerConfig) string {
 //     script; the lease is renewed, no rate is consumed twice); sent →
 //     duplicate (counted "redelivered", not as a new outcome); another
 //     terminal state → that outcome again, uncounted; another attempt's live
-//     claim → deferred until its lease ends;
+//     claim → deferred until its lease ends; a claim released after
+//     ambiguous results ("m<n>", see [SettleScript]) → free, and the count
+//     n rides on the new claim ("<attempt>~<n>") and in the reply;
 //  2. expiry: past the email's expires_at (Redis clock) → expired, terminal;
 //  3. the kind's breaker: open for relay → deferred ("relay") until it
 //     turns half-open; an email admitted or released through a lane
@@ -457,7 +459,8 @@ func DispatchLua(kind string, c BreakerConfig) string {
 // ARGV[13] -> decision log MAXLEN
 // ARGV[14] -> "1" when the email came through a lane
 //
-// Returns, followed by the breaker suffix: "allow:", "allow:replay",
+// Returns, followed by the breaker suffix: "allow:", "allow:replay" (either
+// followed by ";<n>" when n earlier results of the email were ambiguous),
 // "duplicate:sent", "expired:", "held:breaker", "shed:breaker",
 // "shed:hold_full", "<terminal outcome>:replay", "deferred:claimed:<ms>",
 // "deferred:relay:<ms>", "deferred:breaker:<ms>", "deferred:global:<ms>"
@@ -474,10 +477,12 @@ func SettleLua(kind string, c BreakerConfig) string {
 // SettleScript returns the settle script of one kind: it records the
 // result of an allowed send attempt.
 //
-// "retry" (a temporary failure) deletes the claim if it is still this
-// attempt's, so a later attempt may send; "sent", "failed" and "expired"
-// make the claim terminal until expires_at plus a margin, unless it already
-// is. Terminal states never change, so a re-sent script, or a second
+// "retry" (a temporary failure) releases the claim if it is still this
+// attempt's, so a later attempt may send: it deletes it, or, when this or an
+// earlier result was ambiguous (reason "ambiguous"), sets it to "m<n>" (n
+// ambiguous results so far) until expires_at plus a margin, so that the next
+// [DispatchScript] reports n; "sent", "failed" and "expired" make the claim
+// terminal until expires_at plus a margin, unless it already is. Terminal states never change, so a re-sent script, or a second
 // attempt that raced after a lost lease, counts nothing twice. A sent
 // email is counted in its redemption bucket ([Redemption], and its source
 // group in the bucket's HLL), and its claim keeps the bucket and the

@@ -67,6 +67,29 @@ func (r *Redis) Stop() {
 	}
 }
 
+// Pause freezes the server (SIGSTOP) until Resume: clients' connections
+// stay open and their commands wait unanswered, and no data is lost. A
+// paused server is resumed at test cleanup, before it is stopped.
+func (r *Redis) Pause(t testing.TB) {
+	t.Helper()
+	if err := r.proc.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if r.proc != nil {
+			_ = r.proc.Resume()
+		}
+	})
+}
+
+// Resume continues a paused server.
+func (r *Redis) Resume(t testing.TB) {
+	t.Helper()
+	if err := r.proc.Resume(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Restart starts the server again on the same port after Stop, with an empty
 // dataset (persistence is off).
 func (r *Redis) Restart(t testing.TB) {

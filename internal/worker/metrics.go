@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	outcomes    *prometheus.CounterVec
 	retries     *prometheus.CounterVec
+	ambiguous   *prometheus.CounterVec
 	sendSeconds *prometheus.HistogramVec
 	latency     *prometheus.HistogramVec
 	guardErrors prometheus.Counter
@@ -26,6 +27,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "floodgate_worker_retries_total",
 			Help: "Delivery attempts that failed temporarily and will be retried.",
 		}, []string{"kind", "reason"}),
+		ambiguous: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_worker_ambiguous_total",
+			Help: "Attempts whose result was ambiguous (connection lost after the final dot), by kind and what followed: retried, or failed past the bound.",
+		}, []string{"kind", "action"}),
 		sendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "floodgate_worker_attempt_seconds",
 			Help:    "Time of one delivery attempt: render, sign and SMTP.",
@@ -42,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.retries, m.sendSeconds, m.latency, m.guardErrors)
+		reg.MustRegister(m.outcomes, m.retries, m.ambiguous, m.sendSeconds, m.latency, m.guardErrors)
 	}
 	return m
 }

@@ -1,6 +1,13 @@
 // Package worker runs floodgate's asynq server: it takes queued emails,
 // asks the dispatch guard, renders, DKIM-signs and delivers them, and
 // records one outcome per email.
+//
+// Duplicates are bounded: an email whose result was ambiguous (connection
+// lost after the final dot) is retried at most [Config].AmbiguousRetries
+// times, and a relay's 250 is recorded with the guard even through a Redis
+// outage (the guard's Settle is retried until Redis answers), so that a
+// redelivered task finds it sent. Only a worker killed between a 250 and
+// its record can cause a second send, one per transaction it had in flight.
 package worker
 
 import (
@@ -112,6 +119,14 @@ type Config struct {
 	// RetryBase is the first retry delay after a temporary failure; it
 	// doubles per retry up to 5 minutes, with jitter. Default 1s.
 	RetryBase time.Duration
+	// AmbiguousRetries bounds the retries of an email after ambiguous
+	// results (the connection was lost after the final dot, or the relay
+	// never answered it): the relay may have accepted the message, so each
+	// retry may deliver another copy. Past the bound the email fails with
+	// reason "ambiguous". The guard counts ambiguous results across retries
+	// and workers; without a Dispatcher every earlier retry is taken to
+	// have been one. Zero means 1; negative means none.
+	AmbiguousRetries int
 	// Observe, if set, is called after each outcome is recorded, including
 	// Deferred and a temporary failure (outcome ""). It must not block.
 	Observe func(p *queue.Payload, o queue.Outcome, reason string)
@@ -131,6 +146,17 @@ type Worker struct {
 	stopOnce  sync.Once
 	stopSweep context.CancelFunc
 	swept     chan struct{}
+
+	// Results the guard has not recorded yet (Redis does not answer):
+	// settling counts them, unsettled holds the emails whose 250 was seen,
+	// settled is closed and replaced when one is recorded or given up, and
+	// abandon is closed when Shutdown stops waiting for them.
+	mu          sync.Mutex
+	settling    int
+	unsettled   map[string]int
+	settled     chan struct{}
+	abandon     chan struct{}
+	abandonOnce sync.Once
 }
 
 // New validates cfg and returns a worker that is not yet started.
@@ -179,13 +205,20 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 30 * time.Second
 	}
+	switch {
+	case cfg.AmbiguousRetries == 0:
+		cfg.AmbiguousRetries = 1
+	case cfg.AmbiguousRetries < 0:
+		cfg.AmbiguousRetries = 0
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	w := &Worker{cfg: cfg, metrics: newMetrics(cfg.Registerer)}
+	w := &Worker{cfg: cfg, metrics: newMetrics(cfg.Registerer),
+		unsettled: map[string]int{}, settled: make(chan struct{}), abandon: make(chan struct{})}
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency: cfg.Concurrency,
 		// Security mail outranks notifications without starving them; emails
@@ -241,9 +274,12 @@ func (w *Worker) sweep(ctx context.Context) {
 }
 
 // Shutdown stops taking new emails, waits up to Config.ShutdownTimeout for
-// running ones (asynq re-queues those still running after it), and returns.
-// It is idempotent. It returns ctx.Err() if ctx ends first; the server then
-// finishes stopping in the background.
+// running ones (asynq re-queues those still running after it), then waits
+// for the results the guard has not recorded yet (Redis did not answer) to
+// be recorded, and returns. It is idempotent. It returns ctx.Err() if ctx
+// ends first; the server then finishes stopping in the background, and the
+// unrecorded results are given up: an email whose 250 was among them may be
+// sent again once its claim's lease ends.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -258,9 +294,23 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
+		w.abandonOnce.Do(func() { close(w.abandon) })
 		return ctx.Err()
+	}
+	for {
+		w.mu.Lock()
+		n, ch := w.settling, w.settled
+		w.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			w.abandonOnce.Do(func() { close(w.abandon) })
+			return ctx.Err()
+		}
 	}
 }
 
@@ -331,7 +381,18 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		w.record(ctx, p, queue.Expired, "ttl", nil)
 		return nil
 	}
+	if w.isUnsettled(p.ID) {
+		// This process saw the relay's 250 and is still recording it: a
+		// redelivery must not send again, whatever the claim says by now.
+		w.metrics.outcome(p.Kind, queue.Deferred, "unsettled")
+		w.observe(p, queue.Deferred, "unsettled")
+		return &deferError{after: time.Second}
+	}
 	attempt := newAttempt()
+	retried, _ := asynq.GetRetryCount(ctx)
+	// Earlier ambiguous results: the guard counts them; without one, every
+	// earlier attempt may have been one.
+	ambiguous := retried
 	// With a guard, Dispatch also checks the TTL, on Redis time.
 	if w.cfg.Dispatcher != nil {
 		v, err := w.dispatch(ctx, p, attempt)
@@ -350,6 +411,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			w.record(ctx, p, v.Outcome, v.Reason, nil)
 			return nil
 		}
+		ambiguous = v.Ambiguous
 	}
 	err = w.send(ctx, p, spec)
 	w.metrics.sendSeconds.WithLabelValues(p.Kind).Observe(time.Since(start).Seconds())
@@ -366,8 +428,19 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		w.settle(ctx, p, attempt, queue.Failed, reasonOf(err))
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	case isAmbiguous(err):
+		// The relay may have the message: each retry may be a copy.
+		if ambiguous >= w.cfg.AmbiguousRetries || retried >= spec.Retries() {
+			w.metrics.ambiguous.WithLabelValues(p.Kind, "failed").Inc()
+			w.settle(ctx, p, attempt, queue.Failed, "ambiguous")
+			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+		}
+		w.metrics.ambiguous.WithLabelValues(p.Kind, "retried").Inc()
+		w.settle(ctx, p, attempt, "", "ambiguous")
+		w.metrics.retries.WithLabelValues(p.Kind, "ambiguous").Inc()
+		w.observe(p, "", "ambiguous")
+		return err
 	default:
-		retried, _ := asynq.GetRetryCount(ctx)
 		if retried >= spec.Retries() {
 			w.settle(ctx, p, attempt, queue.Failed, "retries_exhausted")
 			return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -471,6 +544,13 @@ func permanent(stage string, err error) error {
 	return &delivery.SendError{Stage: stage, Temporary: false, Message: err.Error(), Err: err}
 }
 
+// isAmbiguous reports whether err leaves it unknown whether the relay
+// accepted the message.
+func isAmbiguous(err error) bool {
+	var se *delivery.SendError
+	return errors.As(err, &se) && se.Ambiguous
+}
+
 // reasonOf names an error's class for logs and metric labels.
 func reasonOf(err error) string {
 	var se *delivery.SendError
@@ -491,21 +571,108 @@ func reasonOf(err error) string {
 	return "error"
 }
 
+// Settle calls are retried while Redis does not answer: each waits at most
+// settleTimeout, the pause between them doubles from settleBackoff up to
+// settleMaxBackoff.
+const (
+	settleTimeout    = 5 * time.Second
+	settleBackoff    = 50 * time.Millisecond
+	settleMaxBackoff = time.Second
+)
+
 // settle tells the guard how the attempt ended and records the outcome.
+//
+// The guard's answer is waited for: a 250 that never reaches Redis leaves
+// the claim held by this attempt, and once its lease ends a redelivered task
+// would send the email again. So Settle is retried with backoff until Redis
+// answers, the email expires (no attempt may send it after that), or
+// Shutdown gives up. The guard's lease (attempt timeout plus 90s) outlasts a
+// 60s outage right after the slowest 250, so a redelivery on another worker
+// meanwhile finds the claim held and waits; one on this worker is deferred
+// (isUnsettled) however long the outage.
 func (w *Worker) settle(ctx context.Context, p *queue.Payload, attempt string, o queue.Outcome, reason string) {
 	if w.cfg.Dispatcher != nil {
-		// A cancelled attempt context must not stop the outcome reaching Redis.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err := w.cfg.Dispatcher.Settle(sctx, p, attempt, o, reason)
-		cancel()
+		w.beginSettle(p.ID, o == queue.Sent)
+		err := w.settleRetrying(ctx, p, attempt, o, reason)
+		w.endSettle(p.ID, o == queue.Sent)
 		if err != nil {
-			w.metrics.guardErrors.Inc()
-			w.cfg.Logger.Error("settle", "task_id", p.ID, "kind", p.Kind, "outcome", string(o), "err", err)
+			msg := "settle: result not recorded"
+			if o == queue.Sent {
+				msg = "settle: 250 not recorded; the email may be sent again once its claim's lease ends"
+			}
+			w.cfg.Logger.Error(msg, "task_id", p.ID, "kind", p.Kind, "outcome", string(o), "err", err)
 		}
 	}
 	if o != "" {
 		w.record(ctx, p, o, reason, nil)
 	}
+}
+
+// settleRetrying calls Dispatcher.Settle until it succeeds, p expires, or
+// Shutdown gives up; it returns the last error then. A cancelled attempt
+// context does not stop it.
+func (w *Worker) settleRetrying(ctx context.Context, p *queue.Payload, attempt string, o queue.Outcome, reason string) error {
+	ctx = context.WithoutCancel(ctx)
+	backoff := settleBackoff
+	for failures := 0; ; failures++ {
+		sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+		err := w.cfg.Dispatcher.Settle(sctx, p, attempt, o, reason)
+		cancel()
+		if err == nil {
+			if failures > 0 {
+				w.cfg.Logger.Info("settle recorded after Redis came back", "task_id", p.ID, "kind", p.Kind,
+					"outcome", string(o), "failures", failures)
+			}
+			return nil
+		}
+		w.metrics.guardErrors.Inc()
+		if failures == 0 {
+			w.cfg.Logger.Warn("settle failed; retrying until Redis answers", "task_id", p.ID, "kind", p.Kind,
+				"outcome", string(o), "err", err)
+		}
+		if !w.cfg.Now().Before(p.ExpiresAt) {
+			return err
+		}
+		// Jitter spreads the retries of every waiting attempt.
+		t := time.NewTimer(backoff/2 + mrand.N(backoff/2+1))
+		select {
+		case <-t.C:
+		case <-w.abandon:
+			t.Stop()
+			return err
+		}
+		backoff = min(2*backoff, settleMaxBackoff)
+	}
+}
+
+func (w *Worker) beginSettle(id string, sent bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.settling++
+	if sent {
+		w.unsettled[id]++
+	}
+}
+
+func (w *Worker) endSettle(id string, sent bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.settling--
+	if sent {
+		if w.unsettled[id]--; w.unsettled[id] <= 0 {
+			delete(w.unsettled, id)
+		}
+	}
+	close(w.settled)
+	w.settled = make(chan struct{})
+}
+
+// isUnsettled reports whether this worker saw the relay accept email id and
+// is still recording it.
+func (w *Worker) isUnsettled(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.unsettled[id] > 0
 }
 
 // record counts and logs one outcome. The log line has the recipient's

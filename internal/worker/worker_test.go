@@ -54,6 +54,8 @@ type env struct {
 	gcfg   guard.Config
 	wcfg   worker.Config
 	sends  atomic.Int64 // SMTP transactions attempted
+	// poolConns is the SMTP pool's connection limit; 0 means 2.
+	poolConns int
 }
 
 // startWorker starts another worker with the env's configuration.
@@ -163,7 +165,7 @@ func newGuardedEnv(t *testing.T, g func(*env), opts ...envOpt) *env {
 	}
 	t.Cleanup(func() { e.sink.Shutdown(context.Background()) })
 	if wcfg.Sender == nil {
-		pool, err := delivery.NewPool(delivery.PoolConfig{Addr: e.sink.SMTPAddr(), TLS: "none", MaxConns: 2})
+		pool, err := delivery.NewPool(delivery.PoolConfig{Addr: e.sink.SMTPAddr(), TLS: "none", MaxConns: max(e.poolConns, 2)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -420,21 +422,61 @@ func TestTemporaryFailureRetriedThenFailed(t *testing.T) {
 	}
 }
 
-func TestAmbiguousDropRetriedWithSameMessageID(t *testing.T) {
-	e := newEnv(t, resetRetries(2))
-	r := e.enqueue(t, resetEmail("drop+x@example.com"))
-	e.waitOutcome(t, r.ID)
-	msgs := e.sink.Messages(smtpsink.Query{To: "drop+x@example.com"})
-	if len(msgs) != 3 {
-		t.Fatalf("sink stored %d dropped copies, want 3 attempts", len(msgs))
+// A relay that drops the connection after the final dot may have the
+// message: such an email is retried at most AmbiguousRetries times (default
+// once), always with the same Message-ID, then fails with reason
+// "ambiguous" although its kind allows 8 retries. The guard counts the
+// ambiguous results across attempts; an unguarded worker takes every
+// earlier retry for one.
+func TestAmbiguousDropBounded(t *testing.T) {
+	cases := []struct {
+		name    string
+		guarded bool
+		retries int // worker.Config.AmbiguousRetries
+		copies  int
+	}{
+		{"guarded default", true, 0, 2},
+		{"guarded none", true, -1, 1},
+		{"guarded 3", true, 3, 4},
+		{"unguarded default", false, 0, 2},
 	}
-	for _, m := range msgs {
-		if m.MessageID != msgs[0].MessageID || !strings.Contains(m.MessageID, r.ID) {
-			t.Errorf("Message-ID %q changed across retries (first %q)", m.MessageID, msgs[0].MessageID)
-		}
-	}
-	if st := e.sink.Stats(); st.DuplicateMessageIDs != 2 {
-		t.Errorf("duplicate_message_ids = %d, want 2", st.DuplicateMessageIDs)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var g func(*env)
+			if c.guarded {
+				g = withGuard("{}", guard.Config{})
+			}
+			e := newGuardedEnv(t, g, func(w *worker.Config, _ *smtpsink.Config) { w.AmbiguousRetries = c.retries })
+			r := e.enqueue(t, resetEmail("drop+x@example.com"))
+			seq := e.waitOutcome(t, r.ID)
+			if len(seq) != c.copies || seq[len(seq)-1] != queue.Failed {
+				t.Fatalf("outcomes %v, want %d attempts, the last failed", seq, c.copies)
+			}
+			msgs := e.sink.Messages(smtpsink.Query{To: "drop+x@example.com"})
+			if len(msgs) != c.copies {
+				t.Fatalf("sink stored %d dropped copies, want %d", len(msgs), c.copies)
+			}
+			for _, m := range msgs {
+				if m.MessageID != msgs[0].MessageID || !strings.Contains(m.MessageID, r.ID) {
+					t.Errorf("Message-ID %q changed across retries (first %q)", m.MessageID, msgs[0].MessageID)
+				}
+			}
+			insp := asynq.NewInspectorFromRedisClient(e.rdb)
+			if info := waitTaskState(t, insp, queue.ClassSecurity.QueueName(), r.ID, asynq.TaskStateArchived); !strings.Contains(info.LastErr, "ambiguous") {
+				t.Errorf("archived with %q, want the ambiguous result", info.LastErr)
+			}
+			if !c.guarded {
+				return
+			}
+			ks, err := e.guard.Stats(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := ks.Kinds[queue.KindPasswordReset]
+			if st.Ambiguous != int64(c.copies) || st.Reasons[queue.Failed]["ambiguous"] != 1 || st.InFlight != 0 {
+				t.Errorf("stats: ambiguous %d, failed %v, in flight %d; want %d, ambiguous 1, 0", st.Ambiguous, st.Reasons[queue.Failed], st.InFlight, c.copies)
+			}
+		})
 	}
 }
 

@@ -36,10 +36,24 @@ end
 local cur = redis.call('MGET', ckey, BK, gkey, dkey)
 local claim = cur[1]
 local sfx = ((string.sub(cur[2] or 'c', 1, 1) == 'o' or string.sub(cur[2] or 'c', 1, 1) == 'h') and '|' .. string.sub(cur[2], 1, 2) or '')
+-- The count of ambiguous results rides on the claim: "m<n>" once released
+-- for a retry (free to take), "<attempt>~<n>" while an attempt holds it.
+local amb = 0
+if claim then
+  local n = string.match(claim, '^m(%d+)$')
+  if n then
+    claim, amb = nil, tonumber(n)
+  else
+    local a, m = string.match(claim, '^(a:.*)~(%d+)$')
+    if a then claim, amb = a, tonumber(m) end
+  end
+end
+local ambsfx, mine = '', attempt
+if amb > 0 then ambsfx, mine = ';' .. amb, attempt .. '~' .. amb end
 if claim then
   if claim == attempt then
     redis.call('PEXPIRE', ckey, lease)
-    return 'allow:replay' .. sfx
+    return 'allow:replay' .. ambsfx .. sfx
   end
   -- Terminal states: "1" sent ("7" confirmed, "8" reported since), "2"
   -- failed, "3" expired, "4" held, "5" shed; an attempt is "a:<nonce>".
@@ -470,9 +484,9 @@ end
 redis.call('SET', gkey, string.format('%d', gnew), 'PX', math.ceil((gnew - now) / 1000))
 redis.call('SET', dkey, string.format('%d', dnew), 'PX', math.ceil((dnew - now) / 1000))
 if paced then redis.call('SET', pkey, string.format('%d', now + paced), 'PX', math.ceil(paced / 1000) + 1) end
-redis.call('SET', ckey, attempt, 'PX', lease)
+redis.call('SET', ckey, mine, 'PX', lease)
 if sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'dispatch', 'kind', KIND,
     'outcome', 'dispatched', 'reason', '', 'id', id, 'rcpt', rcpt)
 end
-return 'allow:' .. sfx
+return 'allow:' .. ambsfx .. sfx

@@ -7,11 +7,27 @@ local claim = redis.call('GET', ckey)
 local t = redis.call('TIME')
 {{clock}}
 if outcome == 'retry' then
-  if claim ~= attempt then return 'noop' end
-  redis.call('DEL', ckey)
+  -- This attempt's claim, with the ambiguous results before it: "<attempt>~<n>".
+  local mine, amb = claim, 0
+  if claim then
+    local a, n = string.match(claim, '^(a:.*)~(%d+)$')
+    if a then mine, amb = a, tonumber(n) end
+  end
+  if mine ~= attempt then return 'noop' end
+  if reason == 'ambiguous' then amb = amb + 1 end
+  if amb == 0 then
+    redis.call('DEL', ckey)
+  else
+    -- Released, and the next attempt learns how many were ambiguous.
+    local ttl = exp - NOW
+    if ttl < 0 then ttl = 0 end
+    redis.call('SET', ckey, 'm' .. amb, 'PX', ttl + margin)
+  end
 else
-  -- Terminal states never change.
-  if claim and string.sub(claim, 1, 2) ~= 'a:' then return 'noop' end
+  -- Terminal states never change; an attempt's claim ("a:…") or a
+  -- released one ("m<n>") does.
+  local c = claim and string.sub(claim, 1, 1)
+  if claim and string.sub(claim, 1, 2) ~= 'a:' and c ~= 'm' then return 'noop' end
   local ttl = exp - NOW
   if ttl < 0 then ttl = 0 end
   if outcome == 'sent' then

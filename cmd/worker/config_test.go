@@ -1,0 +1,31 @@
+package main
+
+import (
+	"io"
+	"testing"
+)
+
+// -ambiguous-retries counts retries (0: none); worker.Config's zero means
+// its default, so 0 must reach it as "none".
+func TestAmbiguousRetriesFlag(t *testing.T) {
+	base := []string{"-redis", "redis://127.0.0.1:1", "-smtp", "127.0.0.1:2525", "-from", "a@example.test"}
+	for _, c := range []struct {
+		flag string
+		want int
+	}{{"", 1}, {"0", -1}, {"3", 3}} {
+		args := base
+		if c.flag != "" {
+			args = append(args, "-ambiguous-retries", c.flag)
+		}
+		cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ambiguousRetries(cfg.AmbiguousRetries); got != c.want {
+			t.Errorf("-ambiguous-retries %q: worker.Config.AmbiguousRetries = %d, want %d", c.flag, got, c.want)
+		}
+	}
+	if _, err := parseConfig(append(base, "-ambiguous-retries", "-1"), func(string) string { return "" }, io.Discard); err == nil {
+		t.Error("-ambiguous-retries -1 accepted")
+	}
+}
