@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate-dev/floodgate/internal/pii"
 	"github.com/floodgate-dev/floodgate/internal/rkeys"
 )
 
@@ -138,7 +137,7 @@ func (g *Guard) RecordBounce(ctx context.Context, f Bounce) (BounceResult, error
 	}
 	g.log.LogAttrs(ctx, slog.LevelInfo, "bounce", slog.String("type", f.Type), slog.String("source", f.Source),
 		slog.String("kind", kind), slog.String("domain", domain), slog.String("task_id", f.EmailID),
-		slog.String("rcpt_hash", rcptHash(f.Recipient)), slog.String("status", token(strings.ReplaceAll(f.Status, ".", "_"))),
+		slog.String("rcpt_hash", g.rcptHash(f.Recipient)), slog.String("status", token(strings.ReplaceAll(f.Status, ".", "_"))),
 		slog.Bool("suppressed", res.Suppressed), slog.Bool("counted", res.Counted))
 	return res, nil
 }
@@ -164,11 +163,11 @@ func (g *Guard) bounceTrip(ctx context.Context, kind string, hour int64) bool {
 	return res == "tripped"
 }
 
-func rcptHash(addr string) string {
+func (g *Guard) rcptHash(addr string) string {
 	if addr == "" {
 		return ""
 	}
-	return pii.Hash(addr)
+	return g.HashRecipient(addr)
 }
 
 // RefuseBounce counts a report that was refused (a bad token, a failed

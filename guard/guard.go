@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate-dev/floodgate/internal/pii"
 	"github.com/floodgate-dev/floodgate/internal/rkeys"
 	"github.com/floodgate-dev/floodgate/queue"
 )
@@ -62,6 +61,17 @@ type Config struct {
 	// ClaimGrace is how long a settled claim outlives the email's expiry,
 	// covering clock skew between producers and Redis. Zero means 10m.
 	ClaimGrace time.Duration
+	// HashKey is the secret of the recipient and source digests in keys,
+	// logs, the decision log and listings (HMAC-SHA256): every process that
+	// shares the Redis must have the same one. Empty means unkeyed SHA-256,
+	// which hides addresses from casual reading but lets anyone who can read
+	// Redis or the logs test a guessed address; set it in production.
+	// Changing it starts every window afresh and orphans the suppression
+	// list (re-add its entries).
+	HashKey []byte
+	// Keyring opens and seals the payloads of held emails on release;
+	// give it the producers' and workers' keys (nil: plaintext payloads).
+	Keyring *queue.Keyring
 	// Now returns the current time for suppression timestamps; nil means
 	// time.Now. Decisions use Redis TIME.
 	Now func() time.Time
@@ -108,6 +118,8 @@ type Guard struct {
 	grace        string
 	now          func() time.Time
 	queue        *asynq.Client
+	dg           *rkeys.Digests
+	keyring      *queue.Keyring
 	notify       *notifier
 	onTransition func(BreakerTransition)
 	// bounces and bounceScript count bounces and complaints (bounces.go).
@@ -207,6 +219,8 @@ func New(cfg Config) (*Guard, error) {
 		// connection: releases enqueue through it.
 		queue:        asynq.NewClientFromRedisClient(cfg.Redis),
 		notify:       n,
+		dg:           rkeys.NewDigests(cfg.HashKey),
+		keyring:      cfg.Keyring,
 		onTransition: cfg.OnTransition,
 	}
 	g.bounces, g.bounceScript = bm, rkeys.BounceScript()
@@ -360,14 +374,14 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 		return queue.Verdict{}, err
 	}
 	canon := Canonical(a.To, g.policy.RecipientRules)
-	rh := pii.Hash(a.To)
+	rh := g.dg.RcptHash(canon)
 	rkey := g.recipientKey(a.Kind, canon, a.Account)
-	sk := pl.sourceKeysOf(a.Source)
+	sk := pl.sourceKeysOf(g.dg, a.Source)
 	// The EVALSHA arguments: the kind's fixed keys are boxed once, in the
 	// plan, which saves an allocation per key per admission.
 	args := make([]any, len(pl.admitArgs), len(pl.admitArgs)+8)
 	copy(args, pl.admitArgs)
-	args[3], args[4], args[5] = rkey, sk.log, rkeys.Suppression(canon)
+	args[3], args[4], args[5] = rkey, sk.log, g.dg.Suppression(canon)
 	for i, gk := range sk.groups {
 		args[6+i] = gk
 	}
@@ -431,7 +445,7 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 	if err != nil {
 		return queue.Verdict{}, fmt.Errorf("guard: dispatch: %w", err)
 	}
-	rh := pii.Hash(p.To)
+	rh := g.HashRecipient(p.To)
 	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain)}
 	laned := "0"
 	if p.Lane != "" {
@@ -516,7 +530,7 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 		return err
 	}
 	reason = token(reason)
-	rh := pii.Hash(p.To)
+	rh := g.HashRecipient(p.To)
 	keys := []string{rkeys.Claim(p.ID)}
 	relay := relayResult(o, reason)
 	meta := ""
@@ -524,7 +538,7 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 		// What feedback on this email will need: its source and group
 		// (trust) and its recipient log (a report suppresses it).
 		canon := Canonical(p.To, g.policy.RecipientRules)
-		meta = pl.sourceKeysOf(p.Source).digest + rkeys.Digest(g.recipientKey(p.Kind, canon, p.Account)) + p.Kind
+		meta = pl.sourceKeysOf(g.dg, p.Source).digest + rkeys.Digest(g.recipientKey(p.Kind, canon, p.Account)) + p.Kind
 	}
 	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
 		g.sampleFlag(), rh, p.ID, g.logLen, relay, meta}
@@ -564,14 +578,23 @@ func (g *Guard) record(ctx context.Context, stage, kind, id, rh, outcome, reason
 		slog.String("outcome", outcome), slog.String("reason", reason), slog.String("task_id", id), slog.String("rcpt_hash", rh))
 }
 
+// HashRecipient returns the name of a recipient in logs, the decision log
+// and listings: 16 hex digits of the keyed digest of its canonical form
+// (see Config.HashKey), the same for every variant of the address and in
+// every process that shares the key. [queue.Client] and the worker log
+// recipients by it.
+func (g *Guard) HashRecipient(addr string) string {
+	return g.dg.RcptHash(Canonical(addr, g.policy.RecipientRules))
+}
+
 // recipientKey returns the key of the recipient log of kind that caps and
 // dedup use: the account's when the email names one, else the canonical
 // recipient's.
 func (g *Guard) recipientKey(kind, canon, account string) string {
 	if account != "" {
-		return rkeys.Account(kind, account)
+		return g.dg.Account(kind, account)
 	}
-	return rkeys.Recipient(kind, canon)
+	return g.dg.Recipient(kind, canon)
 }
 
 // domainOf returns the canonical domain of a recipient, the key of its

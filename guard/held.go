@@ -11,7 +11,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/floodgate-dev/floodgate/internal/pii"
 	"github.com/floodgate-dev/floodgate/internal/rkeys"
 	"github.com/floodgate-dev/floodgate/queue"
 )
@@ -213,10 +212,10 @@ func (g *Guard) eachHeld(ctx context.Context, pl *plan, op string, limit int, f 
 			id, body := kvs[i], heldPayload(kvs[i+1])
 			itemOp, rkey, ukey, rh, trust := op, pl.heldKey, pl.heldKey, "", ""
 			sk := sourceKeys{log: pl.heldKey, narrowLog: rkeys.None}
-			if pp, err := queue.DecodePayload(body); err == nil {
+			if pp, err := g.keyring.Decode(body); err == nil {
 				canon := Canonical(pp.To, g.policy.RecipientRules)
-				rkey, ukey, rh, trust = g.recipientKey(pl.name, canon, pp.Account), rkeys.Suppression(canon), pii.Hash(pp.To), string(pp.Trust)
-				sk = pl.sourceKeysOf(pp.Source)
+				rkey, ukey, rh, trust = g.recipientKey(pl.name, canon, pp.Account), g.dg.Suppression(canon), g.dg.RcptHash(canon), string(pp.Trust)
+				sk = pl.sourceKeysOf(g.dg, pp.Source)
 			} else if op != "purge" {
 				itemOp = "invalid"
 			}
@@ -269,7 +268,7 @@ func heldPayload(v string) []byte {
 // out of the releasing hash. A task id conflict means an earlier,
 // interrupted release already queued it.
 func (g *Guard) enqueueReleased(ctx context.Context, pl *plan, id string, body []byte, at time.Time) error {
-	p, err := queue.DecodePayload(body)
+	p, err := g.keyring.Decode(body)
 	if err != nil {
 		// The script refuses undecodable payloads; one here was changed
 		// under us. Drop it from the releasing hash; it stays in flight.
@@ -277,7 +276,7 @@ func (g *Guard) enqueueReleased(ctx context.Context, pl *plan, id string, body [
 		return g.rdb.HDel(ctx, pl.releasing, id).Err()
 	}
 	p.Lane = laneRelease
-	if body, err = p.Encode(); err != nil {
+	if body, err = g.keyring.Encode(p); err != nil {
 		return fmt.Errorf("guard: release %s: %w", pl.name, err)
 	}
 	opts := append(queue.TaskOptions(p, pl.spec), asynq.Queue(queue.ReleaseQueue))

@@ -80,15 +80,15 @@ type sourceKeys struct {
 }
 
 // sourceKeysOf returns the keys of a caller's source for kind pl.
-func (pl *plan) sourceKeysOf(source string) sourceKeys {
+func (pl *plan) sourceKeysOf(dg *rkeys.Digests, source string) sourceKeys {
 	src := NormalizeSource(source)
-	k := sourceKeys{log: rkeys.Source(pl.name, src), groups: make([]string, len(pl.groups)), who: "s:" + src}
+	k := sourceKeys{log: dg.Source(pl.name, src), groups: make([]string, len(pl.groups)), who: "s:" + src}
 	k.narrowLog, k.narrowArg = rkeys.None, "0"
 	bits := -1
 	for i, p := range pl.groups {
 		k.groups[i] = rkeys.None
 		if n, ok := sourceNetwork(src, p); ok {
-			k.groups[i] = rkeys.Group(pl.name, n)
+			k.groups[i] = dg.Group(pl.name, n)
 			if p.Bits > bits {
 				k.narrowLog, bits, k.who = k.groups[i], p.Bits, "g:"+n
 				k.narrowArg = strconv.Itoa(rkeys.AdmitGroupKey + i)

@@ -2,7 +2,6 @@ package guard
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -18,7 +17,8 @@ import (
 // Suppression is one entry of the suppression list. The list stores a
 // digest of the canonical recipient, never the address.
 type Suppression struct {
-	// Hash is the hex digest the entry is stored under.
+	// Hash names the recipient as logs and the decision log do (its
+	// rcpt_hash, see [Guard.HashRecipient]).
 	Hash string `json:"hash"`
 	// Reason is why the recipient is suppressed, e.g. "hard_bounce",
 	// "complaint", "manual".
@@ -56,7 +56,7 @@ func (g *Guard) suppression(addr string) (key, field string, err error) {
 		return "", "", fmt.Errorf("%w: %w", ErrInvalidAddress, err)
 	}
 	canon := Canonical(norm, g.policy.RecipientRules)
-	return rkeys.Suppression(canon), rkeys.SuppressionField(canon), nil
+	return g.dg.Suppression(canon), g.dg.SuppressionField(canon), nil
 }
 
 // Suppress adds addr (every variant of it under the policy's recipient
@@ -162,7 +162,7 @@ func (g *Guard) ListSuppressions(ctx context.Context, cursor uint64, count int) 
 func parseSuppression(field, v string) Suppression {
 	reason, rest, _ := strings.Cut(v, "|")
 	since, source, _ := strings.Cut(rest, "|")
-	s := Suppression{Hash: hex.EncodeToString([]byte(field)), Reason: reason, Source: source}
+	s := Suppression{Hash: rkeys.RcptHashOfField(field), Reason: reason, Source: source}
 	if n, err := strconv.ParseInt(since, 10, 64); err == nil {
 		s.Since = time.UnixMilli(n).UTC()
 	}

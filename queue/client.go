@@ -138,6 +138,10 @@ type Config struct {
 	// worker's dispatch guard still applies its global and per-domain rates
 	// and idempotency; per-recipient and per-source caps do not.
 	Unguarded bool
+	// Keyring seals the private fields of every payload (see [Keyring]);
+	// nil stores them in plaintext. Give producers and workers the same
+	// keys.
+	Keyring *Keyring
 	// Timeout bounds one Enqueue when the context has no deadline;
 	// default 5s.
 	Timeout time.Duration
@@ -217,7 +221,7 @@ func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
 	if err != nil {
 		return Receipt{}, err
 	}
-	body, err := p.Encode()
+	body, err := c.cfg.Keyring.Encode(p)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("enqueue %s: %w", e.Kind, err)
 	}
@@ -242,7 +246,7 @@ func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
 			// Admitted through a lane of an open breaker: the worker's
 			// dispatch guard must not hold it again.
 			p.Lane = v.Lane
-			if body, err = p.Encode(); err != nil {
+			if body, err = c.cfg.Keyring.Encode(p); err != nil {
 				return Receipt{}, fmt.Errorf("enqueue %s: %w", e.Kind, err)
 			}
 		}
@@ -333,7 +337,23 @@ func (c *Client) log(ctx context.Context, r Receipt, to string) {
 	c.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "enqueue",
 		slog.String("kind", r.Kind), slog.String("outcome", string(r.Outcome)),
 		slog.String("reason", r.Reason), slog.String("task_id", r.ID),
-		slog.String("rcpt_hash", pii.Hash(to)))
+		slog.String("rcpt_hash", hashRecipient(c.cfg.Admitter, to)))
+}
+
+// RecipientHasher names recipients in logs; the guard implements it with
+// its keyed digest, so that the producer's log lines, the worker's and the
+// guard's decision log name a recipient alike.
+type RecipientHasher interface {
+	HashRecipient(addr string) string
+}
+
+// hashRecipient names addr by h when it is a [RecipientHasher], else by
+// an unkeyed digest of the lower-cased address.
+func hashRecipient(h any, addr string) string {
+	if rh, ok := h.(RecipientHasher); ok {
+		return rh.HashRecipient(addr)
+	}
+	return pii.Hash(addr)
 }
 
 // prepare validates and normalises e into a payload.

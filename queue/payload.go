@@ -25,7 +25,7 @@ type Payload struct {
 	V       int               `json:"v"`
 	ID      string            `json:"id"`
 	Kind    string            `json:"kind"`
-	To      string            `json:"to"`
+	To      string            `json:"to,omitempty"`
 	Name    string            `json:"name,omitempty"`
 	Data    map[string]string `json:"data,omitempty"`
 	Source  string            `json:"source,omitempty"`
@@ -33,7 +33,10 @@ type Payload struct {
 	Trust   Trust             `json:"trust,omitempty"`
 	// Lane is set when the email was admitted, or released, through a lane
 	// of an open breaker (see [Verdict].Lane).
-	Lane       string    `json:"lane,omitempty"`
+	Lane string `json:"lane,omitempty"`
+	// Sealed holds the private fields (To, Name, Data, Source, Account)
+	// encrypted by a [Keyring], which leaves them empty in the wire form.
+	Sealed     string    `json:"sealed,omitempty"`
 	EnqueuedAt time.Time `json:"enqueued_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
 

@@ -9,9 +9,10 @@ import (
 )
 
 // Hash returns a short, stable, one-way identifier for an email address
-// (case-insensitive), for logs ("rcpt_hash") and investigation. It is not a
-// secret-keyed hash: it hides addresses from casual reading, and lets an
-// operator who already knows an address find its lines.
+// (case-insensitive), for the logs of a component that has no guard to ask:
+// 16 hex digits of an unkeyed SHA-256. With a guard, recipients are named
+// by its keyed digest of the canonical address instead
+// (guard.Guard.HashRecipient), which is what logs and listings use.
 func Hash(addr string) string {
 	sum := sha256.Sum256([]byte(strings.ToLower(addr)))
 	return hex.EncodeToString(sum[:8])

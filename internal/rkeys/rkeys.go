@@ -63,37 +63,29 @@ const LogEpoch = 1577836800
 const GCRAEpoch = 1577836800
 
 // Recipient returns the key of the admission log of a canonical recipient
-// for one kind: "{fg}r" + sha256(kind NUL canonical)[:9]. The value is the
+// for one kind: "{fg}r" + the first 9 bytes of the [Digests] of kind NUL canonical. The value is the
 // newest-first list of admissions, 19 decimal digits each: the email's tag
 // ([EmailTag], 9 digits) and the admission time in seconds since
 // [LogEpoch] (10 digits, zero-padded). A log of one entry is a decimal
 // integer below 2^63, which Redis stores as a bare integer object: the
 // common case of a recipient seen once costs no string allocation.
-func Recipient(kind, canonical string) string {
-	return digestKey('r', kind, canonical, logDigest)
-}
+func Recipient(kind, canonical string) string { return unkeyed.Recipient(kind, canonical) }
 
 // Source returns the key of the admission log of a source for one kind:
-// "{fg}s" + sha256(kind NUL source)[:9]. The value is the newest-first list
+// "{fg}s" + the first 9 bytes of the [Digests] of kind NUL source. The value is the newest-first list
 // of the times (6 bytes each, big-endian unix milliseconds) of the source's
 // requests that passed the caps: admitted, held or shed by the breaker.
-func Source(kind, source string) string {
-	return digestKey('s', kind, source, logDigest)
-}
+func Source(kind, source string) string { return unkeyed.Source(kind, source) }
 
 // Account returns the recipient log key of an application account, used
 // instead of [Recipient] when an email names its account: the same layout,
 // from a digest that no address can produce (addresses hold no NUL).
-func Account(kind, account string) string {
-	return digestKey('r', kind, "\x00account\x00"+account, logDigest)
-}
+func Account(kind, account string) string { return unkeyed.Account(kind, account) }
 
 // Group returns the key of the admission log of a source group (a network
-// such as "192.0.2.0/24") for one kind: "{fg}g" + sha256(kind NUL group)[:9],
+// such as "192.0.2.0/24") for one kind: "{fg}g" + the first 9 bytes of the [Digests] of kind NUL group,
 // laid out like [Source].
-func Group(kind, group string) string {
-	return digestKey('g', kind, group, logDigest)
-}
+func Group(kind, group string) string { return unkeyed.Group(kind, group) }
 
 // None is a key that is never written: it stands for a group a source
 // does not have (a non-IP source, or an IPv4 source for an IPv6 prefix).
@@ -136,26 +128,15 @@ func Digest(key string) string {
 // NoGroup is the digest that stands for no group in a claim.
 const NoGroup = "\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
-func digestKey(typ byte, kind, s string, n int) string {
-	var in [192]byte
-	sum := sha256.Sum256(append(append(append(in[:0], kind...), 0), s...))
-	out := make([]byte, 0, len(Tag)+1+n)
-	out = append(append(append(out, Tag...), typ), sum[:n]...)
-	return string(out)
-}
-
 // SuppressionField returns the field of a canonical recipient in
-// [Suppressions]: the first 16 bytes of its SHA-256.
-func SuppressionField(canonical string) string {
-	sum := sha256.Sum256([]byte(canonical))
-	return string(sum[:supDigest])
-}
+// [Suppressions]: the first 16 bytes of its unkeyed digest ([Digests]).
+func SuppressionField(canonical string) string { return unkeyed.SuppressionField(canonical) }
 
 // Suppression returns the key admission reads to learn that a canonical
 // recipient is suppressed: "{fg}u" + [SuppressionField]; value as in
 // [Suppressions]. A string key, so the admission script fetches it with the
 // recipient's other state in one MGET.
-func Suppression(canonical string) string { return Tag + "u" + SuppressionField(canonical) }
+func Suppression(canonical string) string { return unkeyed.Suppression(canonical) }
 
 // EmailTag returns the tag that marks an email's entry in a recipient log,
 // so that a re-sent admission script recognises its own earlier admission:

@@ -100,6 +100,9 @@ type Config struct {
 	ReportURL string
 	// Kinds configures each kind; nil means queue.DefaultKinds().
 	Kinds queue.Kinds
+	// Keyring opens sealed payloads (see queue.Keyring); nil opens only
+	// plaintext ones.
+	Keyring *queue.Keyring
 	// Dispatcher is the dispatch guard; nil sends everything it is given.
 	Dispatcher Dispatcher
 	// Suppressor receives hard bounces (5.1.x); nil ignores them.
@@ -366,7 +369,7 @@ func newAttempt() string {
 // handler and is exported for tests that drive a single attempt.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	start := time.Now()
-	p, err := queue.DecodePayload(t.Payload())
+	p, err := w.cfg.Keyring.Decode(t.Payload())
 	if err != nil {
 		// Archived with the reason; retrying cannot fix it.
 		w.record(ctx, nil, queue.Failed, "payload", err)
@@ -675,12 +678,21 @@ func (w *Worker) isUnsettled(id string) bool {
 	return w.unsettled[id] > 0
 }
 
+// hashRecipient names a recipient in logs: by the guard's keyed digest
+// when the dispatcher is a guard.
+func (w *Worker) hashRecipient(addr string) string {
+	if h, ok := w.cfg.Dispatcher.(queue.RecipientHasher); ok {
+		return h.HashRecipient(addr)
+	}
+	return pii.Hash(addr)
+}
+
 // record counts and logs one outcome. The log line has the recipient's
 // hash only.
 func (w *Worker) record(ctx context.Context, p *queue.Payload, o queue.Outcome, reason string, err error) {
 	kind, id, rcpt := "unknown", "", ""
 	if p != nil {
-		kind, id, rcpt = p.Kind, p.ID, pii.Hash(p.To)
+		kind, id, rcpt = p.Kind, p.ID, w.hashRecipient(p.To)
 	}
 	w.metrics.outcome(kind, o, reason)
 	attrs := []slog.Attr{
