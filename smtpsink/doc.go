@@ -30,8 +30,26 @@
 // An unsigned message gets the single result "none"; a signature whose key
 // is not in [Keys] is a permerror, as a missing DNS record would be.
 //
-// The HTTP API (GET /api/messages, GET /api/messages/{id},
-// GET /api/messages/{id}/raw, DELETE /api/messages, GET /api/stats) and a
-// small web page on / expose what was received; [Client] drives the API of a
-// sink running in another process.
+// The HTTP API exposes what was received:
+//
+//	GET    /api/messages?limit=N&to=ADDR&kind=KIND&q=TEXT   list, newest first
+//	GET    /api/messages/{id}       one message with its decoded content ([Detail])
+//	GET    /api/messages/{id}/raw   the exact bytes received
+//	GET    /api/messages/{id}/html  the HTML part, sandboxed, for the page
+//	DELETE /api/messages/{id}       delete one message
+//	DELETE /api/messages            delete all and zero the counters
+//	GET    /api/events              Server-Sent Events on each change
+//	GET    /api/stats               the counters
+//
+// [Decode] walks the MIME tree (RFC 2045, RFC 2046) with
+// github.com/emersion/go-message, undoing quoted-printable and base64 and
+// converting charsets to UTF-8, and lists the links of the text and HTML
+// parts. A message's kind is read from its X-Floodgate-Kind header field.
+//
+// The web page on / lists messages live, searches them and shows one with
+// HTML, text, headers, raw and DKIM tabs. It is self-contained (embedded
+// script and style, no other origin) under a strict Content-Security-Policy;
+// a message's HTML is rendered in a sandboxed iframe, from a document whose
+// own policy lets nothing run or load, so no script of a message runs.
+// [Client] drives the API of a sink running in another process.
 package smtpsink

@@ -374,6 +374,20 @@ func (s *Server) Messages(q Query) []Message { return s.store.query(q) }
 // it is still held.
 func (s *Server) Message(id string) (Message, bool) { return s.store.get(id) }
 
+// Detail returns the stored message with the given ID with its decoded
+// content, and reports whether it is still held.
+func (s *Server) Detail(id string) (Detail, bool) {
+	m, ok := s.store.get(id)
+	if !ok {
+		return Detail{}, false
+	}
+	return Detail{Message: m, Content: Decode(m.Raw)}, true
+}
+
+// Delete deletes the stored message with the given ID and reports whether
+// it was held. Counters are kept.
+func (s *Server) Delete(id string) bool { return s.store.remove(id) }
+
 // Stats returns the counters.
 func (s *Server) Stats() Stats { return s.store.snapshot() }
 

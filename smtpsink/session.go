@@ -219,6 +219,7 @@ func (s *Server) record(from string, rcpts []string, raw []byte, dropped bool) *
 		RcptTo:     rcpts,
 		Subject:    h.subject,
 		MessageID:  h.messageID,
+		Kind:       h.kind,
 		Size:       len(raw),
 		Dropped:    dropped,
 		DKIM:       s.verifier.verify(raw, h.dkim),

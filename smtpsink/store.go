@@ -22,6 +22,9 @@ type Message struct {
 	Subject string `json:"subject"`
 	// MessageID is the Message-ID header field as sent, angle brackets included.
 	MessageID string `json:"message_id"`
+	// Kind is the email kind named by the X-Floodgate-Kind header field,
+	// such as "password_reset"; empty when the message has none.
+	Kind string `json:"kind"`
 	// Size is len(Raw).
 	Size int `json:"size"`
 	// Dropped reports whether the sink closed the connection instead of
@@ -41,18 +44,32 @@ type Query struct {
 	// To keeps only messages with this envelope recipient, compared
 	// case-insensitively; empty keeps all.
 	To string
+	// Kind keeps only messages of this kind ([Message].Kind), compared
+	// case-insensitively; empty keeps all.
+	Kind string
+	// Search keeps only messages where it occurs, case-insensitively, in an
+	// envelope recipient, the envelope sender, the Subject or the kind;
+	// empty keeps all.
+	Search string
 }
 
+func (q Query) all() bool { return q.To == "" && q.Kind == "" && q.Search == "" }
+
 func (q Query) match(m *Message) bool {
-	if q.To == "" {
-		return true
+	if q.Kind != "" && !strings.EqualFold(m.Kind, q.Kind) {
+		return false
 	}
-	for _, r := range m.RcptTo {
-		if strings.EqualFold(r, q.To) {
-			return true
+	if q.To != "" && !slices.ContainsFunc(m.RcptTo, func(r string) bool { return strings.EqualFold(r, q.To) }) {
+		return false
+	}
+	if q.Search != "" {
+		s := strings.ToLower(q.Search)
+		has := func(v string) bool { return strings.Contains(strings.ToLower(v), s) }
+		if !has(m.Subject) && !has(m.MailFrom) && !has(m.Kind) && !slices.ContainsFunc(m.RcptTo, has) {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // Stats counts what the sink has seen since it started or was last [Server.Reset].
@@ -187,7 +204,7 @@ func (st *store) queryLocked(q Query) []Message {
 }
 
 func (st *store) countLocked(q Query) int {
-	if q.To == "" {
+	if q.all() {
 		return st.n
 	}
 	c := 0
@@ -216,9 +233,38 @@ func (st *store) get(id string) (Message, bool) {
 	return m.clone(), true
 }
 
+// remove deletes the message with the given ID and reports whether it was
+// held. The Message-IDs seen and the counters are kept.
+func (st *store) remove(id string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, ok := st.byID[id]; !ok {
+		return false
+	}
+	delete(st.byID, id)
+	// Close the gap: the later messages move one place towards the oldest.
+	for i := 0; i < st.n; i++ {
+		if st.ring[(st.start+i)%len(st.ring)].ID != id {
+			continue
+		}
+		for j := i; j < st.n-1; j++ {
+			st.ring[(st.start+j)%len(st.ring)] = st.ring[(st.start+j+1)%len(st.ring)]
+		}
+		st.ring[(st.start+st.n-1)%len(st.ring)] = nil
+		st.n--
+		break
+	}
+	st.notifyLocked()
+	return true
+}
+
 func (st *store) snapshot() Stats {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	return st.snapshotLocked()
+}
+
+func (st *store) snapshotLocked() Stats {
 	s := st.stats
 	s.Stored = st.n
 	return s
