@@ -95,6 +95,14 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	return s, err
 }
 
+// Reports returns the bounce and complaint reports the sink generated,
+// newest first, without their raw bytes.
+func (c *Client) Reports(ctx context.Context) ([]Report, error) {
+	var rs []Report
+	err := c.do(ctx, http.MethodGet, "/api/reports", &rs)
+	return rs, err
+}
+
 // Reset deletes every stored message and zeroes the counters.
 func (c *Client) Reset(ctx context.Context) error {
 	return c.do(ctx, http.MethodDelete, "/api/messages", nil)

@@ -24,6 +24,8 @@ func (s *Server) newHandler() http.Handler {
 	mux.HandleFunc("GET /api/messages/{id}/html", s.handleHTML)
 	mux.HandleFunc("GET /api/events", s.handleEvents)
 	mux.HandleFunc("GET /api/stats", s.handleStats)
+	mux.HandleFunc("GET /api/reports", s.handleReports)
+	mux.HandleFunc("GET /api/reports/{id}/raw", s.handleReportRaw)
 	mux.HandleFunc("GET /{$}", s.handlePage)
 	mux.Handle("GET /assets/", assetHandler())
 	return mux
@@ -91,6 +93,24 @@ func (s *Server) handleRaw(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleDelete(w http.ResponseWriter, _ *http.Request) {
 	s.Reset()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleReports(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Reports())
+}
+
+func (s *Server) handleReportRaw(w http.ResponseWriter, r *http.Request) {
+	rep, ok := s.reports.get(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "report not found")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "message/rfc822")
+	h.Set("Content-Length", strconv.Itoa(len(rep.Raw)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	w.Write(rep.Raw)
 }
 
 func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {

@@ -150,6 +150,9 @@ func TestFaultOf(t *testing.T) {
 		{"permfail+@example.com", faultPermFail},
 		{"drop+x@sub@example.com", faultDrop},
 		{"dropper+x@example.com", faultNone},
+		{"Bounce+x@example.com", faultBounce},
+		{"complain@example.com", faultComplain},
+		{"bounces+token@bounce.example.org", faultNone},
 		{"user@example.com", faultNone},
 		{"", faultNone},
 	}
@@ -552,6 +555,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{MaxMessages: -1},
 		{SlowDelay: -time.Second},
 		{MaxSessions: -1},
+		{BounceRelay: "no-port"},
 	}
 	for _, cfg := range tests {
 		if _, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
@@ -565,7 +569,8 @@ func TestLogsNeverHoldRecipients(t *testing.T) {
 	s := startSink(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	mustSend(t, s, "secret.person@example.com", newMessage("s", "", "b"))
 	send(t, s, "a@example.org", []string{"tempfail+secret.person@example.com"}, newMessage("s", "", "b"))
-	if strings.Contains(logs.String(), "secret.person") {
+	send(t, s, "secret.sender@example.org", []string{"bounce+secret.person@example.com"}, newMessage("s", "", "b"))
+	if strings.Contains(logs.String(), "secret.") {
 		t.Errorf("logs contain a recipient address: %s", logs.String())
 	}
 	if !strings.Contains(logs.String(), "rcpt_hash=") {

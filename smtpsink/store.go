@@ -89,6 +89,20 @@ type Stats struct {
 	Dropped int64 `json:"dropped"`
 	// Stored is the number of messages currently held.
 	Stored int `json:"stored"`
+	// BouncesGenerated counts delivery status notifications built for
+	// bounce+ recipients, one per message.
+	BouncesGenerated int64 `json:"bounces_generated"`
+	// ComplaintsGenerated counts abuse reports built for complain+
+	// recipients, one per message.
+	ComplaintsGenerated int64 `json:"complaints_generated"`
+	// ReportsDelivered counts reports the bounce relay accepted.
+	ReportsDelivered int64 `json:"reports_delivered"`
+	// ReportsFailed counts reports given up: refused by the relay, out of
+	// retries, the delivery queue full, or a forced shutdown. Without a
+	// relay, generated reports are neither delivered nor failed.
+	ReportsFailed int64 `json:"reports_failed"`
+	// ReportRetries counts delivery attempts after a temporary failure.
+	ReportRetries int64 `json:"report_retries"`
 }
 
 // store is a bounded ring of messages plus the counters. Its zero value is
@@ -273,6 +287,34 @@ func (st *store) snapshotLocked() Stats {
 func (st *store) countRejected() {
 	st.mu.Lock()
 	st.stats.Rejected++
+	st.mu.Unlock()
+}
+
+func (st *store) countReport(typ string) {
+	st.mu.Lock()
+	if typ == ReportComplaint {
+		st.stats.ComplaintsGenerated++
+	} else {
+		st.stats.BouncesGenerated++
+	}
+	st.mu.Unlock()
+}
+
+func (st *store) countReportDone(delivered bool) {
+	st.mu.Lock()
+	if delivered {
+		st.stats.ReportsDelivered++
+	} else {
+		st.stats.ReportsFailed++
+	}
+	st.notifyLocked()
+	st.mu.Unlock()
+}
+
+func (st *store) countReportRetry() {
+	st.mu.Lock()
+	st.stats.ReportRetries++
+	st.notifyLocked()
 	st.mu.Unlock()
 }
 

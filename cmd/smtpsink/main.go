@@ -1,12 +1,14 @@
 // Command smtpsink runs the floodgate SMTP sink: an SMTP server that stores
 // every message, verifies DKIM against a keys file, injects faults by
-// recipient (tempfail+, permfail+, slow+, drop+) and serves an HTTP API and
-// a web page. See package github.com/floodgate-dev/floodgate/smtpsink.
+// recipient (tempfail+, permfail+, slow+, drop+, and bounce+ and complain+,
+// which send a DSN or an abuse report to the envelope sender through
+// -bounce-relay) and serves an HTTP API and a web page to read the mail. See
+// package github.com/floodgate-dev/floodgate/smtpsink.
 //
 // Usage:
 //
 //	smtpsink [-smtp ADDR] [-http ADDR|-] [-dkim-keys FILE] [-max-messages N]
-//	         [-reject-ratio F] [-max-rate F] [-slow-delay D]
+//	         [-reject-ratio F] [-max-rate F] [-slow-delay D] [-bounce-relay HOST:PORT]
 package main
 
 import (
@@ -63,6 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (smtpsink.Config, error) {
 	fs.Float64Var(&cfg.RejectRatio, "reject-ratio", 0, "share of recipients answered with a random 451, 0 to 1")
 	fs.Float64Var(&cfg.MaxRate, "max-rate", 0, "messages per second accepted, beyond answered 421; 0 is unlimited")
 	fs.DurationVar(&cfg.SlowDelay, "slow-delay", smtpsink.DefaultSlowDelay, "reply delay for slow+ recipients")
+	fs.StringVar(&cfg.BounceRelay, "bounce-relay", "", "SMTP `HOST:PORT` that receives the DSNs of bounce+ and the reports of complain+ recipients; empty records them only")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

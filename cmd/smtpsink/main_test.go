@@ -26,13 +26,13 @@ func TestParseFlags(t *testing.T) {
 	}
 	cfg, err := parseFlags([]string{
 		"-smtp", "127.0.0.1:2600", "-http", "-", "-dkim-keys", keys, "-max-messages", "5",
-		"-reject-ratio", "0.25", "-max-rate", "100", "-slow-delay", "3s",
+		"-reject-ratio", "0.25", "-max-rate", "100", "-slow-delay", "3s", "-bounce-relay", "127.0.0.1:2700",
 	}, io.Discard)
 	if err != nil {
 		t.Fatalf("parseFlags: %v", err)
 	}
 	if cfg.SMTPAddr != "127.0.0.1:2600" || cfg.HTTPAddr != "-" || cfg.Keys.Len() != 1 || cfg.MaxMessages != 5 ||
-		cfg.RejectRatio != 0.25 || cfg.MaxRate != 100 || cfg.SlowDelay != 3*time.Second {
+		cfg.RejectRatio != 0.25 || cfg.MaxRate != 100 || cfg.SlowDelay != 3*time.Second || cfg.BounceRelay != "127.0.0.1:2700" {
 		t.Errorf("parseFlags = %+v", cfg)
 	}
 
@@ -40,7 +40,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.SMTPAddr != "127.0.0.1:2525" || def.HTTPAddr != "127.0.0.1:8025" || def.Keys != nil {
+	if def.SMTPAddr != "127.0.0.1:2525" || def.HTTPAddr != "127.0.0.1:8025" || def.Keys != nil || def.BounceRelay != "" {
 		t.Errorf("defaults = %+v", def)
 	}
 
