@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -484,6 +485,52 @@ type trackedConn struct {
 
 	wmu     sync.Mutex
 	pending []byte // continuation lines of a multi-line reply not yet sent
+
+	// The deadlines last set, in Unix nanoseconds; 0 for none.
+	readDeadline, writeDeadline atomic.Int64
+}
+
+// deadlineSlack is how far a deadline may lag behind the one asked for.
+// go-smtp moves the read deadline before every command line and the write
+// deadline before every reply, each time re-arming a runtime timer; moving
+// them only when they would move by more than this saves that work on all
+// but about one command a second, and a timeout of minutes ends at most a
+// second early.
+const deadlineSlack = time.Second
+
+// SetReadDeadline moves the read deadline unless it would move later by
+// less than deadlineSlack.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	return setLazily(&c.readDeadline, t, c.Conn.SetReadDeadline)
+}
+
+// SetWriteDeadline moves the write deadline unless it would move later by
+// less than deadlineSlack.
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	return setLazily(&c.writeDeadline, t, c.Conn.SetWriteDeadline)
+}
+
+// SetDeadline moves both deadlines.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	n := t.UnixNano()
+	if t.IsZero() {
+		n = 0
+	}
+	c.readDeadline.Store(n)
+	c.writeDeadline.Store(n)
+	return c.Conn.SetDeadline(t)
+}
+
+func setLazily(cur *atomic.Int64, t time.Time, set func(time.Time) error) error {
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+		if old := cur.Load(); old != 0 && n >= old && n-old < int64(deadlineSlack) {
+			return nil
+		}
+	}
+	cur.Store(n)
+	return set(t)
 }
 
 // maxPending bounds the continuation lines held back by Write.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -596,5 +597,42 @@ func TestCleanRunLogsNoWarnings(t *testing.T) {
 	}
 	if logs.Len() > 0 {
 		t.Errorf("start, send and shutdown logged warnings or errors:\n%s", logs.String())
+	}
+}
+
+func TestSetLazily(t *testing.T) {
+	base := time.Unix(1_000_000, 0)
+	tests := []struct {
+		name    string
+		cur     time.Time // zero: none set
+		next    time.Time
+		applied bool
+	}{
+		{"first deadline", time.Time{}, base, true},
+		{"later within the slack", base, base.Add(deadlineSlack - time.Nanosecond), false},
+		{"later by the slack", base, base.Add(deadlineSlack), true},
+		{"earlier", base, base.Add(-time.Millisecond), true},
+		{"cleared", base, time.Time{}, true},
+	}
+	for _, tt := range tests {
+		var cur atomic.Int64
+		if !tt.cur.IsZero() {
+			cur.Store(tt.cur.UnixNano())
+		}
+		applied := false
+		setLazily(&cur, tt.next, func(time.Time) error { applied = true; return nil })
+		if applied != tt.applied {
+			t.Errorf("%s: applied = %v, want %v", tt.name, applied, tt.applied)
+		}
+		want := tt.next.UnixNano()
+		if tt.next.IsZero() {
+			want = 0
+		}
+		if !tt.applied {
+			want = tt.cur.UnixNano()
+		}
+		if got := cur.Load(); got != want {
+			t.Errorf("%s: recorded deadline %d, want %d", tt.name, got, want)
+		}
 	}
 }
