@@ -20,8 +20,8 @@
 # Usage: bench/sink-ingest.sh
 # Env:   SESSIONS (20) REUSED_SESSIONS (10) MESSAGES (20000) LENGTH (2048)
 #        ROUNDS (3) SHAPES ("fresh reused") SCENARIOS ("signed unsigned")
-#        SINK_GOMAXPROCS (unset: Go's default) for smtpsink; smtp-sink is
-#        single-threaded, so 1 compares the two on one core each
+#        SINK_GOMAXPROCS (unset: smtpsink's default, -procs 1) for smtpsink;
+#        smtp-sink is single-threaded, so 1 compares the two on one core each
 #        SMTPSINK (unset: built from ./cmd/smtpsink) a smtpsink binary to run
 #        SMTP_SOURCE (/usr/sbin/smtp-source) SMTP_SINK (/usr/sbin/smtp-sink)
 #        PYTHON (/usr/bin/python3, with the dkim module)
@@ -184,7 +184,7 @@ done
 echo
 echo "smtp-source -m $MESSAGES, $LENGTH-byte messages; fresh: -s $SESSIONS, one connection per message;"
 echo "reused: -s $REUSED_SESSIONS -d, one connection per session; median of $ROUNDS rounds"
-echo "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); smtpsink GOMAXPROCS=${SINK_GOMAXPROCS:-default}"
+echo "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); smtpsink GOMAXPROCS=${SINK_GOMAXPROCS:-1 (-procs default)}"
 printf '%-7s %-9s %15s %15s %7s   %s\n' shape scenario "smtpsink msg/s" "smtp-sink msg/s" ratio "CPU us/msg smtpsink / smtp-sink"
 med() { tr ' ' '\n' <<<"$1" | grep . | median; }
 for shape in $SHAPES; do
