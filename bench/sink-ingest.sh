@@ -3,23 +3,34 @@
 # smtp-sink, both driven by postfix's smtp-source in the same run.
 #
 # smtpsink stores every message and verifies its DKIM signatures; smtp-sink
-# reads and discards. Two scenarios:
+# reads and discards. Two message scenarios:
 #   signed    every message carries an RSA-2048 relaxed/relaxed DKIM signature
 #             (made once with python3-dkim, sent with smtp-source -F), so each
 #             one costs smtpsink a full verification, which must pass
 #   unsigned  smtp-source's own messages (-l LENGTH): without a DKIM-Signature
 #             smtpsink records "none" and skips the verifier
-# Rounds alternate the targets and the medians are compared.
+# in two connection shapes:
+#   fresh     smtp-source -s SESSIONS: a new connection for every message
+#   reused    smtp-source -s REUSED_SESSIONS -d: each session sends its share
+#             of the messages over one connection (the shape of a pooled
+#             client such as floodgate's worker)
+# Rounds alternate the targets and the medians are compared: the ratio is
+# smtpsink's messages per second over smtp-sink's.
 #
 # Usage: bench/sink-ingest.sh
-# Env:   SESSIONS (20) MESSAGES (20000) LENGTH (2048) ROUNDS (3)
-#        SINK_GOMAXPROCS (unset: Go's default) for smtpsink; smtp-sink is
-#        single-threaded, so 1 compares the two on one core each
+# Env:   SESSIONS (20) REUSED_SESSIONS (10) MESSAGES (20000) LENGTH (2048)
+#        ROUNDS (3) SHAPES ("fresh reused") SCENARIOS ("signed unsigned")
+#        SINK_GOMAXPROCS (unset: smtpsink's default, -procs 1) for smtpsink;
+#        smtp-sink is single-threaded, so 1 compares the two on one core each
+#        SMTPSINK (unset: built from ./cmd/smtpsink) a smtpsink binary to run
 #        SMTP_SOURCE (/usr/sbin/smtp-source) SMTP_SINK (/usr/sbin/smtp-sink)
 #        PYTHON (/usr/bin/python3, with the dkim module)
 set -euo pipefail
 
 SESSIONS=${SESSIONS:-20}
+REUSED_SESSIONS=${REUSED_SESSIONS:-10}
+SHAPES=${SHAPES:-fresh reused}
+SCENARIOS=${SCENARIOS:-signed unsigned}
 MESSAGES=${MESSAGES:-20000}
 LENGTH=${LENGTH:-2048}
 ROUNDS=${ROUNDS:-3}
@@ -47,8 +58,12 @@ free_port() {
 	"$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-echo "building cmd/smtpsink" >&2
-go build -o "$work/smtpsink" ./cmd/smtpsink
+sink_bin=${SMTPSINK:-}
+if [[ -z $sink_bin ]]; then
+	echo "building cmd/smtpsink" >&2
+	go build -o "$work/smtpsink" ./cmd/smtpsink
+	sink_bin=$work/smtpsink
+fi
 
 # A key, its record, and one signed message of about LENGTH bytes of body.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rsa.pem" 2>/dev/null
@@ -81,7 +96,7 @@ pf_port=$(free_port)
 
 sink_env=()
 [[ -n ${SINK_GOMAXPROCS:-} ]] && sink_env=("GOMAXPROCS=$SINK_GOMAXPROCS")
-env "${sink_env[@]}" "$work/smtpsink" -smtp "127.0.0.1:$sink_smtp" -http "127.0.0.1:$sink_http" \
+env "${sink_env[@]}" "$sink_bin" -smtp "127.0.0.1:$sink_smtp" -http "127.0.0.1:$sink_http" \
 	-dkim-keys "$work/keys.txt" >"$work/smtpsink.out" 2>"$work/smtpsink.err" &
 sink_pid=$!
 pids+=("$sink_pid")
@@ -113,7 +128,7 @@ run() {
 	[[ $target == smtpsink ]] && before=$(received)
 	c0=$(cpu "$pid")
 	t0=$(date +%s.%N)
-	"$SMTP_SOURCE" -s "$SESSIONS" -m "$MESSAGES" "$@" "127.0.0.1:$port"
+	"$SMTP_SOURCE" -m "$MESSAGES" "$@" "127.0.0.1:$port"
 	t1=$(date +%s.%N)
 	c1=$(cpu "$pid")
 	if [[ $target == smtpsink ]]; then
@@ -130,42 +145,53 @@ run() {
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A rates cpus
-for scenario in signed unsigned; do
-	if [[ $scenario == signed ]]; then
-		src=(-F "$work/signed.eml")
+for shape in $SHAPES; do
+	if [[ $shape == fresh ]]; then
+		conn=(-s "$SESSIONS")
 	else
-		src=(-l "$LENGTH")
+		conn=(-s "$REUSED_SESSIONS" -d)
 	fi
-	for round in $(seq "$ROUNDS"); do
-		order=(smtpsink postfix)
-		((round % 2 == 0)) && order=(postfix smtpsink)
-		for target in "${order[@]}"; do
-			port=$sink_smtp pid=$sink_pid
-			[[ $target == postfix ]] && port=$pf_port pid=$pf_pid
-			out=$(run "$target" "$port" "$pid" "${src[@]}")
-			read -r r c <<<"$out"
-			echo "$scenario round $round $target: $r msg/s, $c CPU us/msg" >&2
-			rates[$scenario.$target]+="$r "
-			cpus[$scenario.$target]+="$c "
+	for scenario in $SCENARIOS; do
+		if [[ $scenario == signed ]]; then
+			src=(-F "$work/signed.eml")
+		else
+			src=(-l "$LENGTH")
+		fi
+		for round in $(seq "$ROUNDS"); do
+			order=(smtpsink postfix)
+			((round % 2 == 0)) && order=(postfix smtpsink)
+			for target in "${order[@]}"; do
+				port=$sink_smtp pid=$sink_pid
+				[[ $target == postfix ]] && port=$pf_port pid=$pf_pid
+				out=$(run "$target" "$port" "$pid" "${conn[@]}" "${src[@]}")
+				read -r r c <<<"$out"
+				echo "$shape $scenario round $round $target: $r msg/s, $c CPU us/msg" >&2
+				rates[$shape.$scenario.$target]+="$r "
+				cpus[$shape.$scenario.$target]+="$c "
+			done
 		done
-	done
-	if [[ $scenario == signed ]]; then
-		# The last stored message must have passed verification.
-		curl -fs "$api/messages?limit=1" | "$PYTHON" -c '
+		if [[ $scenario == signed ]]; then
+			# The last stored message must have passed verification.
+			curl -fs "$api/messages?limit=1" | "$PYTHON" -c '
 import json, sys
 m = json.load(sys.stdin)[0]
 r = [d["result"] for d in m["dkim"]]
 sys.exit(0 if r == ["pass"] else "sink-ingest: signed message DKIM results %s, want [pass]" % r)'
-	fi
+		fi
+	done
 done
 
 echo
-echo "smtp-source -s $SESSIONS -m $MESSAGES, one connection per message; median of $ROUNDS rounds"
-echo "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); smtpsink GOMAXPROCS=${SINK_GOMAXPROCS:-default}"
-printf '%-9s %15s %15s %7s   %s\n' scenario "smtpsink msg/s" "smtp-sink msg/s" ratio "CPU us/msg smtpsink / smtp-sink"
-for scenario in signed unsigned; do
-	med() { tr ' ' '\n' <<<"$1" | grep . | median; }
-	awk -v s="$scenario" -v o="$(med "${rates[$scenario.smtpsink]}")" -v t="$(med "${rates[$scenario.postfix]}")" \
-		-v co="$(med "${cpus[$scenario.smtpsink]}")" -v ct="$(med "${cpus[$scenario.postfix]}")" \
-		'BEGIN { printf "%-9s %15.0f %15.0f %7.2f   %.0f / %.0f\n", s, o, t, o / t, co, ct }'
+echo "smtp-source -m $MESSAGES, $LENGTH-byte messages; fresh: -s $SESSIONS, one connection per message;"
+echo "reused: -s $REUSED_SESSIONS -d, one connection per session; median of $ROUNDS rounds"
+echo "$(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); smtpsink GOMAXPROCS=${SINK_GOMAXPROCS:-1 (-procs default)}"
+printf '%-7s %-9s %15s %15s %7s   %s\n' shape scenario "smtpsink msg/s" "smtp-sink msg/s" ratio "CPU us/msg smtpsink / smtp-sink"
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+for shape in $SHAPES; do
+	for scenario in $SCENARIOS; do
+		k=$shape.$scenario
+		awk -v sh="$shape" -v s="$scenario" -v o="$(med "${rates[$k.smtpsink]}")" -v t="$(med "${rates[$k.postfix]}")" \
+			-v co="$(med "${cpus[$k.smtpsink]}")" -v ct="$(med "${cpus[$k.postfix]}")" \
+			'BEGIN { printf "%-7s %-9s %15.0f %15.0f %7.2f   %.0f / %.0f\n", sh, s, o, t, o / t, co, ct }'
+	done
 done

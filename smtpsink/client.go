@@ -48,6 +48,12 @@ func (c *Client) Messages(ctx context.Context, q Query) ([]Message, error) {
 	if q.To != "" {
 		v.Set("to", q.To)
 	}
+	if q.Kind != "" {
+		v.Set("kind", q.Kind)
+	}
+	if q.Search != "" {
+		v.Set("q", q.Search)
+	}
 	var msgs []Message
 	err := c.do(ctx, http.MethodGet, "/api/messages?"+v.Encode(), &msgs)
 	return msgs, err
@@ -59,6 +65,20 @@ func (c *Client) Message(ctx context.Context, id string) (Message, error) {
 	var m Message
 	err := c.do(ctx, http.MethodGet, "/api/messages/"+url.PathEscape(id), &m)
 	return m, err
+}
+
+// Detail returns one message with its decoded content: text, HTML, links,
+// headers and attachments.
+func (c *Client) Detail(ctx context.Context, id string) (Detail, error) {
+	var d Detail
+	err := c.do(ctx, http.MethodGet, "/api/messages/"+url.PathEscape(id), &d)
+	return d, err
+}
+
+// Delete deletes one stored message; the counters are kept. A message that
+// is not stored yields an [*APIError] with StatusCode 404.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/api/messages/"+url.PathEscape(id), nil)
 }
 
 // Raw returns the bytes of a message exactly as received.
@@ -73,6 +93,14 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
 	err := c.do(ctx, http.MethodGet, "/api/stats", &s)
 	return s, err
+}
+
+// Reports returns the bounce and complaint reports the sink generated,
+// newest first, without their raw bytes.
+func (c *Client) Reports(ctx context.Context) ([]Report, error) {
+	var rs []Report
+	err := c.do(ctx, http.MethodGet, "/api/reports", &rs)
+	return rs, err
 }
 
 // Reset deletes every stored message and zeroes the counters.

@@ -50,3 +50,40 @@ func Example() {
 	// Bienvenue à bord none
 	// received 1 rejected 1
 }
+
+// A test reads the link of a quoted-printable email from the decoded
+// content, without decoding MIME itself.
+func ExampleServer_Detail() {
+	sink, err := smtpsink.New(smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := sink.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer sink.Shutdown(context.Background())
+
+	msg := "From: app@example.org\r\nTo: ada@example.com\r\nSubject: Reset\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Transfer-Encoding: quoted-printable\r\n\r\n" +
+		"Reset it here: https://app.example.org/reset?token=3Dq7Z0c3VwZXItc2VjcmV0LXRva2=\r\n" +
+		"VuLXRoYXQtaXMtbG9uZw\r\n"
+	c, err := smtp.Dial(sink.SMTPAddr())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMail("app@example.org", []string{"ada@example.com"}, strings.NewReader(msg)); err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msgs, err := sink.Wait(ctx, 1, smtpsink.Query{To: "ada@example.com"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	d, _ := sink.Detail(msgs[0].ID)
+	fmt.Println(d.Links[0].URL)
+	// Output:
+	// https://app.example.org/reset?token=q7Z0c3VwZXItc2VjcmV0LXRva2VuLXRoYXQtaXMtbG9uZw
+}

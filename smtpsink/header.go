@@ -11,6 +11,7 @@ import (
 type headerInfo struct {
 	subject   string   // unfolded, RFC 2047 decoded
 	messageID string   // as sent, trimmed
+	kind      string   // X-Floodgate-Kind, trimmed
 	dkim      []string // DKIM-Signature field values in header order, unfolded
 }
 
@@ -26,6 +27,7 @@ func scanHeader(raw []byte) headerInfo {
 		subject string
 		gotSubj bool
 		gotMID  bool
+		gotKind bool
 		lines   [][]byte // the lines of the field being read, without line ends
 	)
 	flush := func() {
@@ -61,6 +63,10 @@ func scanHeader(raw []byte) headerInfo {
 			}
 		case keyDKIM:
 			h.dkim = append(h.dkim, v)
+		case keyKind:
+			if !gotKind {
+				h.kind, gotKind = validUTF8(v), true
+			}
 		}
 	}
 
@@ -100,7 +106,12 @@ const (
 	keySubject
 	keyMessageID
 	keyDKIM
+	keyKind
 )
+
+// KindHeader is the header field naming an email's kind, which the sink
+// reports as [Message].Kind.
+const KindHeader = "X-Floodgate-Kind"
 
 func classify(name []byte) fieldKey {
 	switch {
@@ -110,6 +121,8 @@ func classify(name []byte) fieldKey {
 		return keyMessageID
 	case bytes.EqualFold(name, []byte("DKIM-Signature")):
 		return keyDKIM
+	case bytes.EqualFold(name, []byte(KindHeader)):
+		return keyKind
 	}
 	return keyOther
 }

@@ -55,7 +55,7 @@ func TestAPIMessagesJSONShape(t *testing.T) {
 		t.Fatalf("body %s: %v, want a one-element list", body, err)
 	}
 	m := list[0]
-	wantKeys := []string{"dkim", "dropped", "id", "mail_from", "message_id", "rcpt_to", "received_at", "size", "subject"}
+	wantKeys := []string{"dkim", "dropped", "id", "kind", "mail_from", "message_id", "rcpt_to", "received_at", "size", "subject"}
 	if got := keysOf(m); !slices.Equal(got, wantKeys) {
 		t.Errorf("message keys = %v, want %v", got, wantKeys)
 	}
@@ -167,21 +167,25 @@ func TestAPINotFoundStatsAndDelete(t *testing.T) {
 	}
 }
 
-func TestPageEscapes(t *testing.T) {
-	keys := newTestKeys(t)
-	s := startSink(t, Config{Keys: keys.records})
-	mustSend(t, s, "r@example.com", sign(t, newMessage("<script>alert(1)</script>", "<x\"y@z>", "b"), "rsa1", keys.rsa))
+func TestPageIsSelfContained(t *testing.T) {
+	s := startSink(t, Config{})
 	resp, body := get(t, s, "GET", "/")
-	page := string(body)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET / = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	if strings.Contains(page, "<script>") || !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
-		t.Errorf("page does not escape the subject:\n%s", page)
+	csp := resp.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("page CSP %q lacks %q", csp, want)
+		}
 	}
-	for _, want := range []string{"r@example.com", "pass", "rsa1", "/api/messages/" + s.Messages(Query{})[0].ID + "/raw"} {
-		if !strings.Contains(page, want) {
-			t.Errorf("page lacks %q", want)
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(string(body), "<script>") || strings.Contains(string(body), "://") {
+		t.Errorf("page has inline script, allows it, or loads from elsewhere:\n%s", body)
+	}
+	for _, asset := range []string{"/assets/app.js", "/assets/app.css"} {
+		resp, body := get(t, s, "GET", asset)
+		if resp.StatusCode != 200 || len(body) == 0 || resp.Header.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s = %d, %d bytes, CSP %q", asset, resp.StatusCode, len(body), resp.Header.Get("Content-Security-Policy"))
 		}
 	}
 	if resp, _ := get(t, s, "GET", "/nope"); resp.StatusCode != 404 {
@@ -225,7 +229,17 @@ func TestClient(t *testing.T) {
 	if got, err := c.Raw(ctx, m.ID); err != nil || !bytes.Equal(got, raw) {
 		t.Errorf("Raw = %q, %v; want %q", got, err, raw)
 	}
+	d, err := c.Detail(ctx, m.ID)
+	if err != nil || d.MessageID != "<c@x>" || d.Text != "b\r\n" || len(d.Headers) == 0 {
+		t.Errorf("Detail = %+v, %v; want the decoded body", d, err)
+	}
+	if all, err := c.Messages(ctx, Query{Search: "OTHER"}); err != nil || len(all) != 1 || all[0].Subject != "other" {
+		t.Errorf("Messages(search OTHER) = %+v, %v", all, err)
+	}
 	var apiErr *APIError
+	if err := c.Delete(ctx, "nope"); !errors.As(err, &apiErr) || apiErr.StatusCode != 404 {
+		t.Errorf("Delete(nope) error = %v, want APIError 404", err)
+	}
 	if _, err := c.Message(ctx, "nope"); !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Message != "message not found" {
 		t.Errorf("Message(nope) error = %v, want APIError 404", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -80,6 +81,12 @@ type Config struct {
 	// MaxSessions caps concurrent SMTP connections; more are answered
 	// 421 4.3.2 and closed. Default 1000.
 	MaxSessions int
+	// BounceRelay is the HOST:PORT of the SMTP server that receives the
+	// reports of bounce+ and complain+ recipients, such as floodgate's
+	// bounce receiver. They are sent from the null reverse path to the
+	// original envelope sender, in plain SMTP without AUTH, in the
+	// background. Empty keeps them in the API only ([Server.Reports]).
+	BounceRelay string
 	// Logger receives the sink's logs; nil discards them. Recipients are
 	// logged only as a hash (rcpt_hash).
 	Logger *slog.Logger
@@ -129,6 +136,11 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MaxSessions < 0:
 		return c, fmt.Errorf("%w: MaxSessions %d is negative", ErrInvalidConfig, c.MaxSessions)
 	}
+	if c.BounceRelay != "" {
+		if _, _, err := net.SplitHostPort(c.BounceRelay); err != nil {
+			return c, fmt.Errorf("%w: BounceRelay %q is not HOST:PORT: %v", ErrInvalidConfig, c.BounceRelay, err)
+		}
+	}
 	return c, nil
 }
 
@@ -144,6 +156,12 @@ type Server struct {
 	smtp     *smtp.Server
 	handler  http.Handler
 	bufs     sync.Pool // *bytes.Buffer to read messages into; the stored copy is exactly sized
+
+	reports     *reportStore
+	reportQ     chan *Report       // nil without a BounceRelay
+	abort       context.Context    // ends report delivery when shutdown is forced
+	abortCancel context.CancelFunc // cancels abort
+	delivering  sync.WaitGroup     // the report delivery goroutine
 
 	mu      sync.Mutex // guards the lifecycle fields below
 	started bool
@@ -173,8 +191,13 @@ func New(cfg Config) (*Server, error) {
 		store:    newStore(cfg.MaxMessages, max(10*cfg.MaxMessages, 1024)),
 		verifier: &verifier{keys: cfg.Keys},
 		conns:    &connTracker{conns: make(map[*trackedConn]struct{}), max: cfg.MaxSessions},
+		reports:  &reportStore{},
 		done:     make(chan struct{}),
 		drained:  make(chan struct{}),
+	}
+	s.abort, s.abortCancel = context.WithCancel(context.Background())
+	if cfg.BounceRelay != "" {
+		s.reportQ = make(chan *Report, reportQueueSize)
 	}
 	if cfg.MaxRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.MaxRate), max(1, int(math.Ceil(cfg.MaxRate))))
@@ -230,6 +253,10 @@ func (s *Server) Start() error {
 	s.started = true
 	s.smtpLn = ln
 	s.verifier.start(runtime.GOMAXPROCS(0))
+	if s.reportQ != nil {
+		s.warnIfRelayExposed()
+		s.delivering.Go(s.deliverReports)
+	}
 	s.warnIfExposed("smtp", ln.Addr())
 	s.serving.Go(func() {
 		// Shutdown closes the listener itself, which Serve may see first.
@@ -255,6 +282,13 @@ func (s *Server) Start() error {
 	}
 	s.log.Info("smtpsink: listening", "smtp", ln.Addr().String(), "http", s.httpAddrLocked())
 	return nil
+}
+
+func (s *Server) warnIfRelayExposed() {
+	host, _, _ := net.SplitHostPort(s.cfg.BounceRelay)
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		s.log.Warn("smtpsink: the bounce relay is not on loopback; reports go to it in plain SMTP", "relay", s.cfg.BounceRelay)
+	}
 }
 
 func (s *Server) warnIfExposed(what string, a net.Addr) {
@@ -297,14 +331,16 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Shutdown stops the server gracefully, in this order:
 //
 //  1. New SMTP connections and new transactions are refused with 421, and
-//     [Server.Wait] calls return [ErrServerClosed].
+//     [Server.Wait] calls return [ErrServerClosed]; live page updates end.
 //  2. Idle SMTP connections are closed. A connection inside a transaction
 //     is closed right after the reply to its current message; a reply held
 //     by the slow+ fault is sent at once.
 //  3. The HTTP server stops, letting requests in flight finish.
+//  4. Reports already queued for the bounce relay are delivered, with
+//     their retries.
 //
-// If ctx ends first, every remaining connection is closed and Shutdown
-// returns ctx.Err(). Stored messages stay readable through the methods.
+// If ctx ends first, every remaining connection is closed, reports not yet
+// delivered fail, and Shutdown returns ctx.Err(). Stored messages stay readable through the methods.
 // Shutdown is idempotent: later calls wait for the first to finish and
 // return its result. It works whether or not the server was started.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -344,11 +380,18 @@ func (s *Server) drain() {
 	}
 	s.serving.Wait()
 	s.bg.Wait()
-	// No session runs any more, so nothing can ask for a verification.
+	// No session runs any more, so nothing can ask for a verification or
+	// queue a report.
 	s.verifier.stop()
+	if s.reportQ != nil {
+		close(s.reportQ)
+		s.delivering.Wait()
+	}
+	s.abortCancel()
 }
 
 func (s *Server) forceClose() {
+	s.abortCancel()
 	s.conns.closeAll()
 	s.mu.Lock()
 	httpSrv := s.httpSrv
@@ -374,12 +417,30 @@ func (s *Server) Messages(q Query) []Message { return s.store.query(q) }
 // it is still held.
 func (s *Server) Message(id string) (Message, bool) { return s.store.get(id) }
 
+// Detail returns the stored message with the given ID with its decoded
+// content, and reports whether it is still held.
+func (s *Server) Detail(id string) (Detail, bool) {
+	m, ok := s.store.get(id)
+	if !ok {
+		return Detail{}, false
+	}
+	return Detail{Message: m, Content: Decode(m.Raw)}, true
+}
+
+// Delete deletes the stored message with the given ID and reports whether
+// it was held. Counters are kept.
+func (s *Server) Delete(id string) bool { return s.store.remove(id) }
+
 // Stats returns the counters.
 func (s *Server) Stats() Stats { return s.store.snapshot() }
 
-// Reset deletes every stored message and zeroes the counters, including the
-// memory of Message-IDs seen, so a test or drill starts from a clean slate.
-func (s *Server) Reset() { s.store.reset() }
+// Reset deletes every stored message and report and zeroes the counters,
+// including the memory of Message-IDs seen, so a test or drill starts from a
+// clean slate.
+func (s *Server) Reset() {
+	s.reports.reset()
+	s.store.reset()
+}
 
 // Wait blocks until at least n stored messages match q (its Limit is not
 // counted against n), then returns Messages(q). It wakes on each change
@@ -424,6 +485,52 @@ type trackedConn struct {
 
 	wmu     sync.Mutex
 	pending []byte // continuation lines of a multi-line reply not yet sent
+
+	// The deadlines last set, in Unix nanoseconds; 0 for none.
+	readDeadline, writeDeadline atomic.Int64
+}
+
+// deadlineSlack is how far a deadline may lag behind the one asked for.
+// go-smtp moves the read deadline before every command line and the write
+// deadline before every reply, each time re-arming a runtime timer; moving
+// them only when they would move by more than this saves that work on all
+// but about one command a second, and a timeout of minutes ends at most a
+// second early.
+const deadlineSlack = time.Second
+
+// SetReadDeadline moves the read deadline unless it would move later by
+// less than deadlineSlack.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	return setLazily(&c.readDeadline, t, c.Conn.SetReadDeadline)
+}
+
+// SetWriteDeadline moves the write deadline unless it would move later by
+// less than deadlineSlack.
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	return setLazily(&c.writeDeadline, t, c.Conn.SetWriteDeadline)
+}
+
+// SetDeadline moves both deadlines.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	n := t.UnixNano()
+	if t.IsZero() {
+		n = 0
+	}
+	c.readDeadline.Store(n)
+	c.writeDeadline.Store(n)
+	return c.Conn.SetDeadline(t)
+}
+
+func setLazily(cur *atomic.Int64, t time.Time, set func(time.Time) error) error {
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+		if old := cur.Load(); old != 0 && n >= old && n-old < int64(deadlineSlack) {
+			return nil
+		}
+	}
+	cur.Store(n)
+	return set(t)
 }
 
 // maxPending bounds the continuation lines held back by Write.

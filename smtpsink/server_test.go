@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,6 +151,9 @@ func TestFaultOf(t *testing.T) {
 		{"permfail+@example.com", faultPermFail},
 		{"drop+x@sub@example.com", faultDrop},
 		{"dropper+x@example.com", faultNone},
+		{"Bounce+x@example.com", faultBounce},
+		{"complain@example.com", faultComplain},
+		{"bounces+token@bounce.example.org", faultNone},
 		{"user@example.com", faultNone},
 		{"", faultNone},
 	}
@@ -552,6 +556,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{MaxMessages: -1},
 		{SlowDelay: -time.Second},
 		{MaxSessions: -1},
+		{BounceRelay: "no-port"},
 	}
 	for _, cfg := range tests {
 		if _, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
@@ -565,7 +570,8 @@ func TestLogsNeverHoldRecipients(t *testing.T) {
 	s := startSink(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	mustSend(t, s, "secret.person@example.com", newMessage("s", "", "b"))
 	send(t, s, "a@example.org", []string{"tempfail+secret.person@example.com"}, newMessage("s", "", "b"))
-	if strings.Contains(logs.String(), "secret.person") {
+	send(t, s, "secret.sender@example.org", []string{"bounce+secret.person@example.com"}, newMessage("s", "", "b"))
+	if strings.Contains(logs.String(), "secret.") {
 		t.Errorf("logs contain a recipient address: %s", logs.String())
 	}
 	if !strings.Contains(logs.String(), "rcpt_hash=") {
@@ -591,5 +597,42 @@ func TestCleanRunLogsNoWarnings(t *testing.T) {
 	}
 	if logs.Len() > 0 {
 		t.Errorf("start, send and shutdown logged warnings or errors:\n%s", logs.String())
+	}
+}
+
+func TestSetLazily(t *testing.T) {
+	base := time.Unix(1_000_000, 0)
+	tests := []struct {
+		name    string
+		cur     time.Time // zero: none set
+		next    time.Time
+		applied bool
+	}{
+		{"first deadline", time.Time{}, base, true},
+		{"later within the slack", base, base.Add(deadlineSlack - time.Nanosecond), false},
+		{"later by the slack", base, base.Add(deadlineSlack), true},
+		{"earlier", base, base.Add(-time.Millisecond), true},
+		{"cleared", base, time.Time{}, true},
+	}
+	for _, tt := range tests {
+		var cur atomic.Int64
+		if !tt.cur.IsZero() {
+			cur.Store(tt.cur.UnixNano())
+		}
+		applied := false
+		setLazily(&cur, tt.next, func(time.Time) error { applied = true; return nil })
+		if applied != tt.applied {
+			t.Errorf("%s: applied = %v, want %v", tt.name, applied, tt.applied)
+		}
+		want := tt.next.UnixNano()
+		if tt.next.IsZero() {
+			want = 0
+		}
+		if !tt.applied {
+			want = tt.cur.UnixNano()
+		}
+		if got := cur.Load(); got != want {
+			t.Errorf("%s: recorded deadline %d, want %d", tt.name, got, want)
+		}
 	}
 }

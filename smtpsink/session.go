@@ -39,6 +39,8 @@ const (
 	faultPermFail = "permfail"
 	faultSlow     = "slow"
 	faultDrop     = "drop"
+	faultBounce   = "bounce"
+	faultComplain = "complain"
 )
 
 // faultOf returns the fault named by addr's local part up to the first '+',
@@ -51,7 +53,7 @@ func faultOf(addr string) string {
 	if i := strings.IndexByte(local, '+'); i >= 0 {
 		local = local[:i]
 	}
-	for _, f := range [...]string{faultTempFail, faultPermFail, faultSlow, faultDrop} {
+	for _, f := range [...]string{faultTempFail, faultPermFail, faultSlow, faultDrop, faultBounce, faultComplain} {
 		if strings.EqualFold(local, f) {
 			return f
 		}
@@ -80,11 +82,13 @@ type session struct {
 	conn net.Conn
 	tc   *trackedConn
 
-	mu    sync.Mutex
-	from  string
-	rcpts []string
-	slow  bool
-	drop  bool
+	mu         sync.Mutex
+	from       string
+	rcpts      []string
+	slow       bool
+	drop       bool
+	bounces    []string // bounce+ recipients
+	complaints []string // complain+ recipients
 }
 
 var _ smtp.Session = (*session)(nil)
@@ -102,7 +106,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	}
 	ss.mu.Lock()
 	ss.from = from
-	ss.rcpts = nil
+	ss.rcpts, ss.bounces, ss.complaints = nil, nil, nil
 	ss.slow, ss.drop = false, false
 	ss.mu.Unlock()
 	return nil
@@ -142,6 +146,12 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	ss.rcpts = append(ss.rcpts, to)
 	ss.slow = ss.slow || fault == faultSlow
 	ss.drop = ss.drop || fault == faultDrop
+	switch fault {
+	case faultBounce:
+		ss.bounces = append(ss.bounces, to)
+	case faultComplain:
+		ss.complaints = append(ss.complaints, to)
+	}
 	ss.mu.Unlock()
 	return nil
 }
@@ -153,6 +163,7 @@ func (ss *session) Data(r io.Reader) error {
 	s := ss.s
 	ss.mu.Lock()
 	from, rcpts, slow, drop := ss.from, ss.rcpts, ss.slow, ss.drop
+	bounces, complaints := ss.bounces, ss.complaints
 	ss.mu.Unlock()
 
 	buf, _ := s.bufs.Get().(*bytes.Buffer)
@@ -181,6 +192,12 @@ func (ss *session) Data(r io.Reader) error {
 	}
 
 	m := s.record(from, rcpts, bytes.Clone(buf.Bytes()), drop)
+	if len(bounces) > 0 {
+		s.report(ReportBounce, m, bounces)
+	}
+	if len(complaints) > 0 {
+		s.report(ReportComplaint, m, complaints)
+	}
 	if drop {
 		// The sender has sent the final dot but will never see a reply:
 		// the ambiguous case a client must retry without duplicating.
@@ -201,7 +218,7 @@ func (ss *session) Data(r io.Reader) error {
 
 func (ss *session) Reset() {
 	ss.mu.Lock()
-	ss.from, ss.rcpts = "", nil
+	ss.from, ss.rcpts, ss.bounces, ss.complaints = "", nil, nil, nil
 	ss.slow, ss.drop = false, false
 	ss.mu.Unlock()
 	ss.s.conns.setBusy(ss.tc, false)
@@ -219,6 +236,7 @@ func (s *Server) record(from string, rcpts []string, raw []byte, dropped bool) *
 		RcptTo:     rcpts,
 		Subject:    h.subject,
 		MessageID:  h.messageID,
+		Kind:       h.kind,
 		Size:       len(raw),
 		Dropped:    dropped,
 		DKIM:       s.verifier.verify(raw, h.dkim),

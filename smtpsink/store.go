@@ -22,6 +22,9 @@ type Message struct {
 	Subject string `json:"subject"`
 	// MessageID is the Message-ID header field as sent, angle brackets included.
 	MessageID string `json:"message_id"`
+	// Kind is the email kind named by the X-Floodgate-Kind header field,
+	// such as "password_reset"; empty when the message has none.
+	Kind string `json:"kind"`
 	// Size is len(Raw).
 	Size int `json:"size"`
 	// Dropped reports whether the sink closed the connection instead of
@@ -41,18 +44,32 @@ type Query struct {
 	// To keeps only messages with this envelope recipient, compared
 	// case-insensitively; empty keeps all.
 	To string
+	// Kind keeps only messages of this kind ([Message].Kind), compared
+	// case-insensitively; empty keeps all.
+	Kind string
+	// Search keeps only messages where it occurs, case-insensitively, in an
+	// envelope recipient, the envelope sender, the Subject or the kind;
+	// empty keeps all.
+	Search string
 }
 
+func (q Query) all() bool { return q.To == "" && q.Kind == "" && q.Search == "" }
+
 func (q Query) match(m *Message) bool {
-	if q.To == "" {
-		return true
+	if q.Kind != "" && !strings.EqualFold(m.Kind, q.Kind) {
+		return false
 	}
-	for _, r := range m.RcptTo {
-		if strings.EqualFold(r, q.To) {
-			return true
+	if q.To != "" && !slices.ContainsFunc(m.RcptTo, func(r string) bool { return strings.EqualFold(r, q.To) }) {
+		return false
+	}
+	if q.Search != "" {
+		s := strings.ToLower(q.Search)
+		has := func(v string) bool { return strings.Contains(strings.ToLower(v), s) }
+		if !has(m.Subject) && !has(m.MailFrom) && !has(m.Kind) && !slices.ContainsFunc(m.RcptTo, has) {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // Stats counts what the sink has seen since it started or was last [Server.Reset].
@@ -72,6 +89,20 @@ type Stats struct {
 	Dropped int64 `json:"dropped"`
 	// Stored is the number of messages currently held.
 	Stored int `json:"stored"`
+	// BouncesGenerated counts delivery status notifications built for
+	// bounce+ recipients, one per message.
+	BouncesGenerated int64 `json:"bounces_generated"`
+	// ComplaintsGenerated counts abuse reports built for complain+
+	// recipients, one per message.
+	ComplaintsGenerated int64 `json:"complaints_generated"`
+	// ReportsDelivered counts reports the bounce relay accepted.
+	ReportsDelivered int64 `json:"reports_delivered"`
+	// ReportsFailed counts reports given up: refused by the relay, out of
+	// retries, the delivery queue full, or a forced shutdown. Without a
+	// relay, generated reports are neither delivered nor failed.
+	ReportsFailed int64 `json:"reports_failed"`
+	// ReportRetries counts delivery attempts after a temporary failure.
+	ReportRetries int64 `json:"report_retries"`
 }
 
 // store is a bounded ring of messages plus the counters. Its zero value is
@@ -187,7 +218,7 @@ func (st *store) queryLocked(q Query) []Message {
 }
 
 func (st *store) countLocked(q Query) int {
-	if q.To == "" {
+	if q.all() {
 		return st.n
 	}
 	c := 0
@@ -216,9 +247,38 @@ func (st *store) get(id string) (Message, bool) {
 	return m.clone(), true
 }
 
+// remove deletes the message with the given ID and reports whether it was
+// held. The Message-IDs seen and the counters are kept.
+func (st *store) remove(id string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, ok := st.byID[id]; !ok {
+		return false
+	}
+	delete(st.byID, id)
+	// Close the gap: the later messages move one place towards the oldest.
+	for i := 0; i < st.n; i++ {
+		if st.ring[(st.start+i)%len(st.ring)].ID != id {
+			continue
+		}
+		for j := i; j < st.n-1; j++ {
+			st.ring[(st.start+j)%len(st.ring)] = st.ring[(st.start+j+1)%len(st.ring)]
+		}
+		st.ring[(st.start+st.n-1)%len(st.ring)] = nil
+		st.n--
+		break
+	}
+	st.notifyLocked()
+	return true
+}
+
 func (st *store) snapshot() Stats {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	return st.snapshotLocked()
+}
+
+func (st *store) snapshotLocked() Stats {
 	s := st.stats
 	s.Stored = st.n
 	return s
@@ -227,6 +287,34 @@ func (st *store) snapshot() Stats {
 func (st *store) countRejected() {
 	st.mu.Lock()
 	st.stats.Rejected++
+	st.mu.Unlock()
+}
+
+func (st *store) countReport(typ string) {
+	st.mu.Lock()
+	if typ == ReportComplaint {
+		st.stats.ComplaintsGenerated++
+	} else {
+		st.stats.BouncesGenerated++
+	}
+	st.mu.Unlock()
+}
+
+func (st *store) countReportDone(delivered bool) {
+	st.mu.Lock()
+	if delivered {
+		st.stats.ReportsDelivered++
+	} else {
+		st.stats.ReportsFailed++
+	}
+	st.notifyLocked()
+	st.mu.Unlock()
+}
+
+func (st *store) countReportRetry() {
+	st.mu.Lock()
+	st.stats.ReportRetries++
+	st.notifyLocked()
 	st.mu.Unlock()
 }
 

@@ -1,12 +1,19 @@
 // Command smtpsink runs the floodgate SMTP sink: an SMTP server that stores
 // every message, verifies DKIM against a keys file, injects faults by
-// recipient (tempfail+, permfail+, slow+, drop+) and serves an HTTP API and
-// a web page. See package github.com/floodgate-dev/floodgate/smtpsink.
+// recipient (tempfail+, permfail+, slow+, drop+, and bounce+ and complain+,
+// which send a DSN or an abuse report to the envelope sender through
+// -bounce-relay) and serves an HTTP API and a web page to read the mail. See
+// package github.com/floodgate-dev/floodgate/smtpsink.
 //
 // Usage:
 //
 //	smtpsink [-smtp ADDR] [-http ADDR|-] [-dkim-keys FILE] [-max-messages N]
-//	         [-reject-ratio F] [-max-rate F] [-slow-delay D]
+//	         [-reject-ratio F] [-max-rate F] [-slow-delay D] [-bounce-relay HOST:PORT]
+//	         [-procs N]
+//
+// The sink runs on one CPU unless -procs or GOMAXPROCS says otherwise: it
+// mostly waits on the network, and more threads cost a small machine more
+// in wake-ups than they gain.
 package main
 
 import (
@@ -18,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -28,7 +36,7 @@ import (
 const shutdownTimeout = 10 * time.Second
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -36,6 +44,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "smtpsink:", err)
 		os.Exit(2)
 	}
+	if n := opts.gomaxprocs(os.Getenv("GOMAXPROCS")); n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
+	cfg := opts.cfg
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,13 +59,38 @@ func main() {
 	}
 }
 
+// defaultProcs is the default of -procs. The sink mostly waits on the
+// network: with more threads, Go wakes an idle one for nearly every command
+// of a busy connection, which on a small machine costs more CPU and latency
+// than the parallelism gains. One thread still verifies several thousand
+// RSA-2048 signatures a second.
+const defaultProcs = 1
+
+// options is the parsed command line.
+type options struct {
+	cfg      smtpsink.Config
+	procs    int
+	procsSet bool // -procs was given
+}
+
+// gomaxprocs returns the GOMAXPROCS to set, or 0 to leave Go's choice: a
+// GOMAXPROCS environment variable wins over the default of -procs, not
+// over the flag itself.
+func (o options) gomaxprocs(env string) int {
+	if !o.procsSet && env != "" {
+		return 0
+	}
+	return o.procs
+}
+
 // parseFlags turns the command line into a sink configuration, loading the
 // DKIM keys file if one is named.
-func parseFlags(args []string, stderr io.Writer) (smtpsink.Config, error) {
+func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var (
-		cfg      smtpsink.Config
+		o        options
 		keysFile string
 	)
+	cfg := &o.cfg
 	fs := flag.NewFlagSet("smtpsink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.SMTPAddr, "smtp", smtpsink.DefaultSMTPAddr, "SMTP listen `address`")
@@ -63,26 +100,32 @@ func parseFlags(args []string, stderr io.Writer) (smtpsink.Config, error) {
 	fs.Float64Var(&cfg.RejectRatio, "reject-ratio", 0, "share of recipients answered with a random 451, 0 to 1")
 	fs.Float64Var(&cfg.MaxRate, "max-rate", 0, "messages per second accepted, beyond answered 421; 0 is unlimited")
 	fs.DurationVar(&cfg.SlowDelay, "slow-delay", smtpsink.DefaultSlowDelay, "reply delay for slow+ recipients")
+	fs.StringVar(&cfg.BounceRelay, "bounce-relay", "", "SMTP `HOST:PORT` that receives the DSNs of bounce+ and the reports of complain+ recipients; empty records them only")
+	fs.IntVar(&o.procs, "procs", defaultProcs, "`CPUs` running the sink (GOMAXPROCS); 0 keeps Go's default, all CPUs, for heavy DKIM verification")
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		return o, err
 	}
+	fs.Visit(func(f *flag.Flag) { o.procsSet = o.procsSet || f.Name == "procs" })
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if cfg.MaxMessages < 1 {
-		return cfg, fmt.Errorf("-max-messages %d: must be at least 1", cfg.MaxMessages)
+		return o, fmt.Errorf("-max-messages %d: must be at least 1", cfg.MaxMessages)
 	}
 	if cfg.SlowDelay <= 0 {
-		return cfg, fmt.Errorf("-slow-delay %v: must be positive", cfg.SlowDelay)
+		return o, fmt.Errorf("-slow-delay %v: must be positive", cfg.SlowDelay)
+	}
+	if o.procs < 0 {
+		return o, fmt.Errorf("-procs %d: must not be negative", o.procs)
 	}
 	if keysFile != "" {
 		k, err := smtpsink.LoadKeys(keysFile)
 		if err != nil {
-			return cfg, err
+			return o, err
 		}
 		cfg.Keys = k
 	}
-	return cfg, nil
+	return o, nil
 }
 
 // run serves until ctx ends, then shuts the sink down.

@@ -24,35 +24,67 @@ func TestParseFlags(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("s._domainkey.example.org v=DKIM1; p=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseFlags([]string{
+	o, err := parseFlags([]string{
 		"-smtp", "127.0.0.1:2600", "-http", "-", "-dkim-keys", keys, "-max-messages", "5",
-		"-reject-ratio", "0.25", "-max-rate", "100", "-slow-delay", "3s",
+		"-reject-ratio", "0.25", "-max-rate", "100", "-slow-delay", "3s", "-bounce-relay", "127.0.0.1:2700",
+		"-procs", "0",
 	}, io.Discard)
 	if err != nil {
 		t.Fatalf("parseFlags: %v", err)
 	}
+	cfg := o.cfg
+	if o.procs != 0 || !o.procsSet {
+		t.Errorf("procs = %d, set %v; want 0 given", o.procs, o.procsSet)
+	}
 	if cfg.SMTPAddr != "127.0.0.1:2600" || cfg.HTTPAddr != "-" || cfg.Keys.Len() != 1 || cfg.MaxMessages != 5 ||
-		cfg.RejectRatio != 0.25 || cfg.MaxRate != 100 || cfg.SlowDelay != 3*time.Second {
+		cfg.RejectRatio != 0.25 || cfg.MaxRate != 100 || cfg.SlowDelay != 3*time.Second || cfg.BounceRelay != "127.0.0.1:2700" {
 		t.Errorf("parseFlags = %+v", cfg)
 	}
 
-	def, err := parseFlags(nil, io.Discard)
+	defOpts, err := parseFlags(nil, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.SMTPAddr != "127.0.0.1:2525" || def.HTTPAddr != "127.0.0.1:8025" || def.Keys != nil {
+	def := defOpts.cfg
+	if defOpts.procs != 1 || defOpts.procsSet {
+		t.Errorf("default procs = %d, set %v; want 1, not set", defOpts.procs, defOpts.procsSet)
+	}
+	if def.SMTPAddr != "127.0.0.1:2525" || def.HTTPAddr != "127.0.0.1:8025" || def.Keys != nil || def.BounceRelay != "" {
 		t.Errorf("defaults = %+v", def)
 	}
 
 	for _, args := range [][]string{
 		{"-max-messages", "0"},
 		{"-slow-delay", "0s"},
+		{"-procs", "-1"},
 		{"-dkim-keys", filepath.Join(t.TempDir(), "missing")},
 		{"-nope"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) succeeded, want an error", args)
+		}
+	}
+}
+
+func TestGOMAXPROCSChoice(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  string
+		want int // 0: Go's choice
+	}{
+		{nil, "", 1},
+		{nil, "4", 0},
+		{[]string{"-procs", "2"}, "4", 2},
+		{[]string{"-procs", "0"}, "", 0},
+	}
+	for _, tt := range tests {
+		o, err := parseFlags(tt.args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.gomaxprocs(tt.env); got != tt.want {
+			t.Errorf("args %q, GOMAXPROCS=%q: gomaxprocs() = %d, want %d", tt.args, tt.env, got, tt.want)
 		}
 	}
 }
