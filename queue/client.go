@@ -405,6 +405,11 @@ func checkData(data map[string]string, required []string) error {
 				return invalid("data."+k, err.Error())
 			}
 		}
+		if k == "subject" {
+			if err := checkSubject("data."+k, v); err != nil {
+				return err
+			}
+		}
 		size += len(k) + len(v)
 	}
 	if size > maxDataBytes {
@@ -419,8 +424,8 @@ func checkData(data map[string]string, required []string) error {
 }
 
 func checkURL(v string) error {
-	if strings.ContainsFunc(v, unicode.IsControl) || strings.ContainsAny(v, " <>\"") {
-		return errors.New("must be a URL without spaces or control characters")
+	if strings.ContainsFunc(v, unicode.IsControl) || strings.ContainsFunc(v, isHiddenFormat) || strings.ContainsAny(v, " <>\"") {
+		return errors.New("must be a URL without spaces, control or invisible format characters")
 	}
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {

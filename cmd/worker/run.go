@@ -169,16 +169,14 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	if err != nil {
 		return err
 	}
-	if err := w.Start(); err != nil {
-		return err
-	}
 
+	// The listener and the admin API's guard come before the worker starts:
+	// a refused -admin must stop start-up before any email is taken.
 	var httpAddr string
 	var srv *http.Server
+	var ln net.Listener
 	if cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			_ = w.Shutdown(context.WithoutCancel(ctx))
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("-http: %w", err)
 		}
 		httpAddr = ln.Addr().String()
@@ -186,13 +184,20 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		if cfg.Admin {
 			if admin, err = adminHandler(g.Handler(), ln.Addr(), cfg.AdminToken); err != nil {
 				ln.Close()
-				_ = w.Shutdown(context.WithoutCancel(ctx))
 				return err
 			}
 		}
 		mux := newMux(reg, w, admin)
 		fb.mount(mux)
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	if err := w.Start(); err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	if srv != nil {
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http server", "err", err)

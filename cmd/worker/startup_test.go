@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/floodgate-dev/floodgate/internal/testutil"
+	"github.com/floodgate-dev/floodgate/queue"
+	"github.com/floodgate-dev/floodgate/smtpsink"
+)
+
+// startStack starts a private Redis with one reset email queued, and a sink.
+func startStack(t *testing.T) (r *testutil.Redis, sink *smtpsink.Server, taskID string) {
+	t.Helper()
+	r = testutil.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	c, err := queue.NewClient(queue.Config{Redis: rdb, Unguarded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, err := c.Enqueue(context.Background(), queue.Email{Kind: queue.KindPasswordReset, To: "alice@example.test",
+		Data: map[string]string{"reset_url": "https://app.example/r/abc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err = smtpsink.New(smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	return r, sink, rc.ID
+}
+
+// assertUntouched checks that no worker took the queued email.
+func assertUntouched(t *testing.T, r *testutil.Redis, sink *smtpsink.Server, id string) {
+	t.Helper()
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: r.Addr})
+	defer insp.Close()
+	info, err := insp.GetTaskInfo(queue.ClassSecurity.QueueName(), id)
+	if err != nil || info.State != asynq.TaskStatePending || info.Retried != 0 {
+		t.Errorf("queued email: %+v, %v; want it pending and never tried", info, err)
+	}
+	if n := sink.Stats().Received; n != 0 {
+		t.Errorf("sink received %d messages, want 0", n)
+	}
+}
+
+// A refused -admin (non-loopback -http, no token) stops the worker before it
+// takes any email.
+func TestAdminRefusedBeforeWork(t *testing.T) {
+	r, sink, id := startStack(t)
+	cfg, err := parseConfig([]string{"-redis", r.URL(), "-smtp", sink.SMTPAddr(), "-smtp-tls", "none",
+		"-from", "no-reply@example.test", "-http", "0.0.0.0:0", "-admin"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), cfg, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "FLOODGATE_ADMIN_TOKEN") {
+		t.Fatalf("run = %v, want an error naming FLOODGATE_ADMIN_TOKEN", err)
+	}
+	assertUntouched(t, r, sink, id)
+}
