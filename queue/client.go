@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate-dev/floodgate/internal/pii"
+	"github.com/floodgate-dev/floodgate/internal/suggest"
 )
 
 // Input limits.
@@ -340,6 +343,9 @@ func (c *Client) log(ctx context.Context, r Receipt, to string) {
 func (c *Client) prepare(e Email) (*Payload, KindSpec, error) {
 	spec, ok := c.cfg.Kinds[e.Kind]
 	if !ok {
+		if s, near := suggest.Closest(e.Kind, slices.Sorted(maps.Keys(c.cfg.Kinds))); near {
+			return nil, spec, fmt.Errorf("%w: %q; did you mean %q?", ErrUnknownKind, e.Kind, s)
+		}
 		return nil, spec, fmt.Errorf("%w: %q", ErrUnknownKind, e.Kind)
 	}
 	to, err := NormalizeAddress(e.To)

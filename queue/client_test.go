@@ -220,3 +220,15 @@ func TestEnqueueRefusesHostileSubject(t *testing.T) {
 		}
 	}
 }
+
+func TestEnqueueUnknownKindSuggests(t *testing.T) {
+	c, _ := newClient(t, queue.Config{Unguarded: true})
+	_, err := c.Enqueue(context.Background(), queue.Email{Kind: "pasword_reset", To: "a@example.com"})
+	if !errors.Is(err, queue.ErrUnknownKind) || !strings.Contains(err.Error(), `did you mean "password_reset"?`) {
+		t.Errorf("Enqueue(pasword_reset) = %v, want ErrUnknownKind with a did-you-mean", err)
+	}
+	_, err = c.Enqueue(context.Background(), queue.Email{Kind: "invoice", To: "a@example.com"})
+	if !errors.Is(err, queue.ErrUnknownKind) || strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("Enqueue(invoice) = %v, want ErrUnknownKind without a suggestion", err)
+	}
+}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,6 +98,9 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		}
 	}
 	kinds := policy.Kinds()
+	if err := tmpl.Require(slices.Sorted(maps.Keys(kinds))); err != nil {
+		return fmt.Errorf("%w (add the files under -templates DIR, or remove the kind from the policy)", err)
+	}
 
 	rdb, err := redisx.Open(cfg.RedisURL)
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,4 +71,53 @@ func TestAdminRefusedBeforeWork(t *testing.T) {
 		t.Fatalf("run = %v, want an error naming FLOODGATE_ADMIN_TOKEN", err)
 	}
 	assertUntouched(t, r, sink, id)
+}
+
+// A policy kind without templates stops the worker at start-up, naming the
+// kind and the files it looked for.
+func TestKindWithoutTemplatesStopsStartup(t *testing.T) {
+	r, sink, id := startStack(t)
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte("kinds:\n  invoice:\n    class: notify\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmplDir := filepath.Join(dir, "templates")
+	if err := os.Mkdir(tmplDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"-redis", r.URL(), "-smtp", sink.SMTPAddr(), "-smtp-tls", "none",
+		"-from", "no-reply@example.test", "-http", "127.0.0.1:0", "-policy", policy}
+	for _, tt := range []struct {
+		extra []string
+		want  []string
+	}{
+		{nil, []string{`kind "invoice"`, "DIR/invoice/subject.txt", "-templates"}},
+		{[]string{"-templates", tmplDir}, []string{`kind "invoice"`, filepath.Join(tmplDir, "invoice", "subject.txt"), filepath.Join(tmplDir, "invoice", "text.txt")}},
+	} {
+		cfg, err := parseConfig(append(base, tt.extra...), func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = run(context.Background(), cfg, io.Discard, io.Discard)
+		for _, want := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("worker %v: error %v, want it to mention %q", tt.extra, err, want)
+			}
+		}
+	}
+	assertUntouched(t, r, sink, id)
+
+	// A misspelt built-in kind is refused by the policy itself.
+	if err := os.WriteFile(policy, []byte("kinds:\n  pasword_reset:\n    ttl: 10m\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig(base, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), cfg, io.Discard, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), `2:3: kinds.pasword_reset: not a built-in kind; did you mean "password_reset"?`) {
+		t.Errorf("misspelt kind: error %v, want its position and a did-you-mean", err)
+	}
 }
