@@ -8,7 +8,18 @@
 #   docker run --rm floodgate:local            # prints worker -h
 #   docker run --rm --entrypoint enqueue floodgate:local -h
 
-FROM golang:1.26 AS build
+# The build stage's base is pinned by digest: the golang:1.27.1 image index
+# as published on 2026-09-01 (docker-library's repo-info record of the
+# golang:1.27.1 tag). The compiler is the patched go1.27.3, the toolchain
+# go.mod names: the go command fetches it from the module proxy on the first
+# command and checks it against the Go checksum database, so it is pinned as
+# firmly as a digest. To move to an image that ships it, replace the line
+# below with the digest that
+#   docker buildx imagetools inspect golang:1.27.3 --format '{{.Manifest.Digest}}'
+# prints, and drop the GOTOOLCHAIN line (internal/deploy checks that the
+# image tag or GOTOOLCHAIN matches go.mod's toolchain line).
+FROM golang:1.27.1@sha256:512690a5660563b57d37ecc31129e7f136e831db2aed24a1dbeb8ad7380dc0fa AS build
+ENV GOTOOLCHAIN=go1.27.3
 WORKDIR /src
 # Module downloads are cached in their own layer, so editing code does not
 # refetch dependencies.
