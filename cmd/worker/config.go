@@ -13,32 +13,31 @@ import (
 
 // config is everything the worker is started with.
 type config struct {
-	Dev              bool
-	RedisURL         string
-	SMTPAddr         string
-	SMTPTLS          string
-	SMTPUser         string
-	SMTPPassword     string
-	AllowInsecure    bool
-	PolicyFile       string
-	TemplatesDir     string
-	DKIMDomain       string
-	DKIMKeys         []string // SELECTOR=PEMFILE
-	From             string
-	App              string
-	HTTPAddr         string
-	AdminToken       string
-	Webhook          string
-	WebhookSecret    string
-	Admin            bool
-	Concurrency      int
-	ShutdownTimeout  time.Duration
-	LogLevel         string
-	LogJSON          bool
-	DevSMTPAddr      string
-	DevHTTPAddr      string
-	passwordFile     string
-	insecureEnvValue string
+	Dev             bool
+	RedisURL        string
+	SMTPAddr        string
+	SMTPTLS         string
+	SMTPUser        string
+	SMTPPassword    string
+	AllowInsecure   bool
+	PolicyFile      string
+	TemplatesDir    string
+	DKIMDomain      string
+	DKIMKeys        []string // SELECTOR=PEMFILE
+	From            string
+	App             string
+	HTTPAddr        string
+	AdminToken      string
+	Webhook         string
+	WebhookSecret   string
+	Admin           bool
+	Concurrency     int
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogJSON         bool
+	DevSMTPAddr     string
+	DevHTTPAddr     string
+	passwordFile    string
 	bounceConfig
 }
 
@@ -53,6 +52,28 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	c := &config{}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: worker -dev
+       worker -redis URL -smtp HOST:PORT [-dkim-domain D -dkim-key SEL=PEM ...] [flags]
+
+Flags:
+`)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), `
+Environment (secrets come only from here or from files, never from flags):
+  FLOODGATE_REDIS_URL            Redis URL, when -redis is not given
+  FLOODGATE_SMTP_PASSWORD        SMTP AUTH password, unless -smtp-password-file
+  FLOODGATE_ADMIN_TOKEN          bearer token of the admin API (-admin); required
+                                 unless -http is on loopback
+  FLOODGATE_WEBHOOK_SECRET       HMAC-SHA256 key signing the -webhook notifications
+  FLOODGATE_ALLOW_INSECURE_SMTP  1 allows -smtp-tls none to a relay off loopback
+                                 (a private network only)
+  FLOODGATE_BOUNCE_SECRET        secret signing the VERP return paths (-bounce-domain),
+                                 unless -bounce-secret-file
+
+Exit status: 0 stopped by a signal, 1 failed to start or run, 2 usage error.
+`)
+	}
 	fs.BoolVar(&c.Dev, "dev", false, "embedded Redis, embedded smtpsink and generated DKIM keys: no setup needed")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL, redis:// or rediss:// (env FLOODGATE_REDIS_URL)")
 	fs.StringVar(&c.SMTPAddr, "smtp", "", "SMTP relay HOST:PORT")
