@@ -961,7 +961,9 @@ func (d *decoder) rates(n *yaml.Node, path string, out *[]Rate) {
 	}
 	rs := make([]Rate, len(n.Content))
 	for i, c := range n.Content {
-		d.rate(resolve(c), fmt.Sprintf("%s[%d]", path, i), &rs[i])
+		item := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[item] = position{c.Line, c.Column}
+		d.rate(resolve(c), item, &rs[i])
 	}
 	*out = rs
 }
@@ -1029,7 +1031,9 @@ func (d *decoder) strs(n *yaml.Node, path string, out *[]string) {
 	}
 	ss := make([]string, 0, len(n.Content))
 	for i, c := range n.Content {
-		if s, ok := d.scalar(resolve(c), fmt.Sprintf("%s[%d]", path, i), "a string"); ok {
+		item := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[item] = position{c.Line, c.Column}
+		if s, ok := d.scalar(resolve(c), item, "a string"); ok {
 			ss = append(ss, s)
 		}
 	}
