@@ -239,7 +239,7 @@ func TestAdmitSuppression(t *testing.T) {
 		t.Errorf("Suppressed = %v, %v, want true", ok, err)
 	}
 	s, ok, err := g.LookupSuppression(ctx, "bounced@example.com")
-	if err != nil || !ok || s.Reason != "hard_bounce" || s.Since.IsZero() || len(s.Hash) != 32 {
+	if err != nil || !ok || s.Reason != "hard_bounce" || s.Since.IsZero() || s.Hash != g.HashRecipient("Bounced@example.com") {
 		t.Errorf("LookupSuppression = %+v, %v, %v", s, ok, err)
 	}
 	if err := g.Unsuppress(ctx, "bounced@example.com"); err != nil {

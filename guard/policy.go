@@ -476,16 +476,28 @@ func (p *Policy) DomainLimit(domain string) Limit {
 }
 
 // PolicyError is one problem in a policy: the field's path, e.g.
-// "kinds.password_reset.per_recipient[1]", the YAML line when known, and the
-// reason.
+// "kinds.password_reset.per_recipient[1]", its position in the YAML document
+// when known, and the reason.
 type PolicyError struct {
-	Path   string
+	Path string
+	// Line and Column are 1-based; zero when unknown (a policy built in
+	// code, or a YAML syntax error, which has a line only).
 	Line   int
+	Column int
 	Reason string
 }
 
-// Error returns "path: reason".
-func (e *PolicyError) Error() string { return e.Path + ": " + e.Reason }
+// Error returns "line:column: path: reason", or "path: reason" when the
+// position is unknown.
+func (e *PolicyError) Error() string {
+	switch {
+	case e.Line > 0 && e.Column > 0:
+		return fmt.Sprintf("%d:%d: %s: %s", e.Line, e.Column, e.Path, e.Reason)
+	case e.Line > 0:
+		return fmt.Sprintf("%d: %s: %s", e.Line, e.Path, e.Reason)
+	}
+	return e.Path + ": " + e.Reason
+}
 
 // LoadPolicy reads and parses the policy file at path.
 func LoadPolicy(path string) (*Policy, error) {
@@ -502,17 +514,22 @@ func LoadPolicy(path string) (*Policy, error) {
 
 // ParsePolicy parses a YAML policy over [DefaultPolicy]: fields the document
 // names replace the defaults, the rest keep them. Unknown fields are errors.
-// The error joins one [*PolicyError] per problem, each naming the field path
-// and the reason, e.g.
+// The error joins one [*PolicyError] per problem, each naming the line and
+// column, the field path and the reason, with a "did you mean" for a
+// misspelt field or built-in kind, e.g.
 //
-//	kinds.password_reset.per_recipient[1]: rate "3/0s": duration must be positive
+//	3:27: kinds.password_reset.per_recipient[1]: rate "3/0s": duration must be positive
+//	2:3: kinds.pasword_reset: not a built-in kind; did you mean "password_reset"?
+//
+// A kind the document adds must not be a near miss (one or two edits) of a
+// built-in kind's name.
 func ParsePolicy(doc []byte) (*Policy, error) {
 	pol := DefaultPolicy()
 	var root yaml.Node
 	if err := yaml.Unmarshal(doc, &root); err != nil {
-		return nil, &PolicyError{Path: "policy", Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+		return nil, syntaxError(err)
 	}
-	d := &decoder{lines: map[string]int{}}
+	d := &decoder{pos: map[string]position{}}
 	if len(root.Content) > 0 {
 		d.policy(resolve(root.Content[0]), pol)
 	}
@@ -522,7 +539,7 @@ func ParsePolicy(doc []byte) (*Policy, error) {
 	for _, e := range d.errs {
 		failed[e.(*PolicyError).Path] = true
 	}
-	for _, e := range pol.validate(d.lines) {
+	for _, e := range pol.validate(d.pos) {
 		if !failed[e.(*PolicyError).Path] {
 			d.errs = append(d.errs, e)
 		}
@@ -536,10 +553,11 @@ func ParsePolicy(doc []byte) (*Policy, error) {
 // Validate reports the problems of p as [*PolicyError] values joined, or nil.
 func (p *Policy) Validate() error { return errors.Join(p.validate(nil)...) }
 
-func (p *Policy) validate(lines map[string]int) []error {
+func (p *Policy) validate(pos map[string]position) []error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, &PolicyError{Path: path, Line: lines[path], Reason: fmt.Sprintf(format, args...)})
+		at := pos[path]
+		errs = append(errs, &PolicyError{Path: path, Line: at.line, Column: at.col, Reason: fmt.Sprintf(format, args...)})
 	}
 	checkLimit := func(path string, l Limit) {
 		if l.Rate.N <= 0 || l.Rate.Per <= 0 {
@@ -646,7 +664,7 @@ func (p *Policy) validate(lines map[string]int) []error {
 		if b.HoldMax < 0 {
 			bad(bp+".hold_max", "must not be negative")
 		}
-		errs = append(errs, k.validateSignals(path, b.Window, lines)...)
+		errs = append(errs, k.validateSignals(path, b.Window, pos)...)
 	}
 	return errs
 }
@@ -654,10 +672,11 @@ func (p *Policy) validate(lines map[string]int) []error {
 // validateSignals checks a kind's source groups, trust and feedback
 // settings and the breaker's learning, ceilings, redemption, reports and
 // lanes.
-func (k KindPolicy) validateSignals(path string, window time.Duration, lines map[string]int) []error {
+func (k KindPolicy) validateSignals(path string, window time.Duration, pos map[string]position) []error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, &PolicyError{Path: path, Line: lines[path], Reason: fmt.Sprintf(format, args...)})
+		at := pos[path]
+		errs = append(errs, &PolicyError{Path: path, Line: at.line, Column: at.col, Reason: fmt.Sprintf(format, args...)})
 	}
 	rate := func(path string, r Rate) bool {
 		if r.N <= 0 || r.Per <= 0 {
@@ -818,14 +837,33 @@ func quoteKey(k string) string {
 }
 
 // decoder walks a YAML node tree into a Policy, recording one error per bad
-// field with its path, and the line of every field for later validation.
+// field with its path, and the position of every field for later
+// validation.
 type decoder struct {
-	errs  []error
-	lines map[string]int
+	errs []error
+	pos  map[string]position
 }
 
+// position is a 1-based line and column in the YAML document.
+type position struct{ line, col int }
+
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
-	d.errs = append(d.errs, &PolicyError{Path: path, Line: n.Line, Reason: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &PolicyError{Path: path, Line: n.Line, Column: n.Column, Reason: fmt.Sprintf(format, args...)})
+}
+
+// syntaxError turns a YAML parse error ("yaml: line 3: did not find
+// expected key") into a PolicyError with its line.
+func syntaxError(err error) *PolicyError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	pe := &PolicyError{Path: "policy", Reason: msg}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, reason, ok := strings.Cut(rest, ": "); ok {
+			if line, err := strconv.Atoi(n); err == nil {
+				pe.Line, pe.Reason = line, reason
+			}
+		}
+	}
+	return pe
 }
 
 func resolve(n *yaml.Node) *yaml.Node {
@@ -866,7 +904,7 @@ func (d *decoder) each(n *yaml.Node, path string, f func(key string, k, v *yaml.
 			continue
 		}
 		seen[k.Value] = true
-		d.lines[child] = k.Line
+		d.pos[child] = position{k.Line, k.Column}
 		f(k.Value, k, v, child)
 	}
 }
@@ -883,7 +921,8 @@ func (d *decoder) fields(n *yaml.Node, path string, set map[string]func(v *yaml.
 	d.each(n, path, func(key string, k, v *yaml.Node, child string) {
 		f, ok := set[key]
 		if !ok {
-			d.errorf(k, child, "unknown field (want one of %s)", strings.Join(slices.Sorted(maps.Keys(set)), ", "))
+			names := slices.Sorted(maps.Keys(set))
+			d.errorf(k, child, "unknown field%s (want one of %s)", didYouMean(key, names), strings.Join(names, ", "))
 			return
 		}
 		f(v, child)
@@ -922,7 +961,9 @@ func (d *decoder) rates(n *yaml.Node, path string, out *[]Rate) {
 	}
 	rs := make([]Rate, len(n.Content))
 	for i, c := range n.Content {
-		d.rate(resolve(c), fmt.Sprintf("%s[%d]", path, i), &rs[i])
+		item := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[item] = position{c.Line, c.Column}
+		d.rate(resolve(c), item, &rs[i])
 	}
 	*out = rs
 }
@@ -990,7 +1031,9 @@ func (d *decoder) strs(n *yaml.Node, path string, out *[]string) {
 	}
 	ss := make([]string, 0, len(n.Content))
 	for i, c := range n.Content {
-		if s, ok := d.scalar(resolve(c), fmt.Sprintf("%s[%d]", path, i), "a string"); ok {
+		item := fmt.Sprintf("%s[%d]", path, i)
+		d.pos[item] = position{c.Line, c.Column}
+		if s, ok := d.scalar(resolve(c), item, "a string"); ok {
 			ss = append(ss, s)
 		}
 	}
@@ -1084,9 +1127,15 @@ func (d *decoder) policy(n *yaml.Node, p *Policy) {
 			})
 		},
 		"kinds": func(v *yaml.Node, path string) {
-			d.each(v, path, func(name string, _, v *yaml.Node, child string) {
+			d.each(v, path, func(name string, kn, v *yaml.Node, child string) {
 				k, ok := p.KindPolicies[name]
 				if !ok {
+					if hint := didYouMean(name, slices.Sorted(maps.Keys(builtinKinds()))); hint != "" {
+						// A new kind one or two edits from a built-in one is a
+						// typo that would otherwise add a kind with default caps.
+						d.errorf(kn, child, "not a built-in kind%s", hint)
+						return
+					}
 					k = newKindDefaults()
 				}
 				d.kind(v, child, &k)

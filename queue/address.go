@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
+
+	"github.com/floodgate-dev/floodgate/internal/headertext"
 )
 
 // Limits from RFC 5321 section 4.5.3.1.
@@ -24,8 +26,8 @@ var idnaProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.Transition
 // NormalizeAddress validates a recipient address and returns it in the form
 // floodgate delivers to: the local part as given (it is case-sensitive on
 // the wire) and the domain lower-cased and converted to ASCII (IDNA).
-// Display names, domain literals, non-ASCII local parts, CR, LF and NUL are
-// refused.
+// Display names, domain literals, IP addresses and all-numeric domains,
+// non-ASCII local parts, CR, LF and NUL are refused.
 func NormalizeAddress(addr string) (string, error) {
 	if addr == "" {
 		return "", invalid("to", "is empty")
@@ -57,6 +59,11 @@ func NormalizeAddress(addr string) (string, error) {
 	if !strings.Contains(ascii, ".") {
 		return "", invalid("to", "domain must have at least two labels")
 	}
+	// An all-numeric top-level label is an IPv4 address written without
+	// brackets (user@127.0.0.1), or no domain at all (RFC 3696 section 2).
+	if tld := ascii[strings.LastIndexByte(ascii, '.')+1:]; strings.Trim(tld, "0123456789") == "" {
+		return "", invalid("to", "domain must be a host name, not an IP address or all-numeric")
+	}
 	out := local + "@" + ascii
 	if len(out) > maxAddress {
 		return "", invalid("to", "is longer than 254 octets")
@@ -72,10 +79,16 @@ func NormalizeAddress(addr string) (string, error) {
 
 // NormalizeName validates a recipient display name and returns it as plain
 // UTF-8. RFC 2047 encoded-words are decoded first, so a name that would
-// decode to CR or LF in the recipient's mail client is refused too.
+// decode to CR or LF in the recipient's mail client is refused too, as are
+// bidi controls and other invisible format characters (Unicode Cf, see
+// isHiddenFormat).
 func NormalizeName(name string) (string, error) {
 	if name == "" {
 		return "", nil
+	}
+	if headertext.EncodedWordHasCtl(name) {
+		// Also the malformed encoded-words a lax mail reader decodes.
+		return "", invalid("name", "has an encoded-word that decodes to CR, LF or NUL")
 	}
 	if strings.Contains(name, "=?") {
 		dec, err := new(mime.WordDecoder).DecodeHeader(name)
@@ -90,6 +103,9 @@ func NormalizeName(name string) (string, error) {
 	for _, r := range name {
 		if unicode.IsControl(r) {
 			return "", invalid("name", "contains control characters (CR, LF, NUL, ...)")
+		}
+		if isHiddenFormat(r) {
+			return "", invalid("name", "contains bidi controls or other invisible format characters (Unicode Cf)")
 		}
 	}
 	name = strings.TrimSpace(name)

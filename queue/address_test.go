@@ -42,6 +42,12 @@ func TestNormalizeAddressRefuses(t *testing.T) {
 		strings.Repeat("a", 65) + "@example.com",
 		"a@" + strings.Repeat("b", 250) + ".com",
 		"a@exa_mple..com",
+		"user@127.0.0.1",
+		"user@127.0.0.1.",
+		"user@10.0.0.010",
+		"user@123.456",
+		"user@example.123",
+		"user@０.１", // full-width digits, mapped to ASCII by IDNA
 	} {
 		got, err := NormalizeAddress(in)
 		var ie *InvalidError
@@ -68,6 +74,19 @@ func TestNormalizeName(t *testing.T) {
 		{"nul\x00", "", true},
 		{"tab\there", "", true},
 		{"\xff", "", true},
+		// Bidi controls and other invisible format characters (Cf).
+		{"\u202egro.live", "", true},
+		{"Ali\u200bce", "", true},
+		{"\u2066Alice\u2069", "", true},
+		{"Alice\u200e", "", true},
+		{"\ufeffAlice", "", true},
+		{"Al\u00adice", "", true},
+		{"=?utf-8?q?=E2=80=AEgro.live?=", "", true},
+		// An encoded-word a lax reader decodes to LF (space inside).
+		{"=?utf-8?q?a =0A b?=", "", true},
+		// Joiners are kept: Persian names and emoji sequences need them.
+		{"\u0645\u0647\u200c\u0646\u0627\u0632", "\u0645\u0647\u200c\u0646\u0627\u0632", false},
+		{"Sam \U0001F469\u200d\U0001F4BB", "Sam \U0001F469\u200d\U0001F4BB", false},
 	}
 	for _, tt := range tests {
 		got, err := NormalizeName(tt.in)
@@ -90,8 +109,36 @@ func FuzzNormalize(f *testing.F) {
 				t.Fatalf("NormalizeAddress not idempotent: %q -> %q -> %q, %v", s, a, again, err)
 			}
 		}
-		if n, err := NormalizeName(s); err == nil && strings.ContainsAny(n, "\r\n\x00") {
-			t.Fatalf("NormalizeName(%q) = %q: CR/LF/NUL", s, n)
+		if n, err := NormalizeName(s); err == nil && (strings.ContainsAny(n, "\r\n\x00") || strings.ContainsFunc(n, isHiddenFormat)) {
+			t.Fatalf("NormalizeName(%q) = %q: CR/LF/NUL or a hidden format character", s, n)
 		}
 	})
+}
+
+func TestCheckSubject(t *testing.T) {
+	for _, tt := range []struct {
+		in string
+		ok bool
+	}{
+		{"Your invoice", true},
+		{"Réinitialisation du mot de passe", true},
+		{"Hello\r\nworld", true}, // folded to one line when rendered
+		{"=?utf-8?q?Hi?=", true}, // sent as literal text
+		{"=?utf-8?q?Hi=0D=0ABcc:_x@evil.example?=", false},
+		{"=?UTF-8?B?SGkNCkJjYzogeEBldmlsLmV4YW1wbGU=?=", false},
+		{"=?utf-8?q?a =0A b?=", false},
+		{"=?utf-8?q?=00?=", false},
+		{"pay \u202eexe.pdf", false},
+		{"in\u200bvisible", false},
+		{"bell\x07", false},
+	} {
+		err := checkSubject("data.subject", tt.in)
+		if (err == nil) != tt.ok {
+			t.Errorf("checkSubject(%q) = %v, want ok %v", tt.in, err, tt.ok)
+		}
+		var ie *InvalidError
+		if err != nil && (!errors.As(err, &ie) || ie.Field != "data.subject") {
+			t.Errorf("checkSubject(%q) = %v, want an *InvalidError for data.subject", tt.in, err)
+		}
+	}
 }

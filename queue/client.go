@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate-dev/floodgate/internal/pii"
+	"github.com/floodgate-dev/floodgate/internal/suggest"
 )
 
 // Input limits.
@@ -360,6 +363,9 @@ func hashRecipient(h any, addr string) string {
 func (c *Client) prepare(e Email) (*Payload, KindSpec, error) {
 	spec, ok := c.cfg.Kinds[e.Kind]
 	if !ok {
+		if s, near := suggest.Closest(e.Kind, slices.Sorted(maps.Keys(c.cfg.Kinds))); near {
+			return nil, spec, fmt.Errorf("%w: %q; did you mean %q?", ErrUnknownKind, e.Kind, s)
+		}
 		return nil, spec, fmt.Errorf("%w: %q", ErrUnknownKind, e.Kind)
 	}
 	to, err := NormalizeAddress(e.To)
@@ -425,6 +431,11 @@ func checkData(data map[string]string, required []string) error {
 				return invalid("data."+k, err.Error())
 			}
 		}
+		if k == "subject" {
+			if err := checkSubject("data."+k, v); err != nil {
+				return err
+			}
+		}
 		size += len(k) + len(v)
 	}
 	if size > maxDataBytes {
@@ -439,8 +450,8 @@ func checkData(data map[string]string, required []string) error {
 }
 
 func checkURL(v string) error {
-	if strings.ContainsFunc(v, unicode.IsControl) || strings.ContainsAny(v, " <>\"") {
-		return errors.New("must be a URL without spaces or control characters")
+	if strings.ContainsFunc(v, unicode.IsControl) || strings.ContainsFunc(v, isHiddenFormat) || strings.ContainsAny(v, " <>\"") {
+		return errors.New("must be a URL without spaces, control or invisible format characters")
 	}
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {

@@ -194,3 +194,41 @@ func TestNewClientNeedsAGuard(t *testing.T) {
 		t.Fatalf("NewClient without Admitter: %v, want an error naming Admitter", err)
 	}
 }
+
+// A subject is header text: what a mail reader would decode to a line break,
+// and invisible format characters, are refused at enqueue rather than at
+// build in the worker.
+func TestEnqueueRefusesHostileSubject(t *testing.T) {
+	c, _ := newClient(t, queue.Config{Unguarded: true})
+	for _, subject := range []string{
+		"=?utf-8?q?Hello=0D=0ABcc:_evil@attacker.example?=",
+		"=?utf-8?b?SGVsbG8NCkJjYzogZXZpbEBhdHRhY2tlci5leGFtcGxl?=",
+		"Invoice \u202efdp.exe",
+	} {
+		_, err := c.Enqueue(context.Background(), queue.Email{Kind: queue.KindNotification, To: "a@example.com",
+			Data: map[string]string{"subject": subject, "body": "b"}})
+		var ie *queue.InvalidError
+		if !errors.As(err, &ie) || ie.Field != "data.subject" {
+			t.Errorf("Enqueue(subject %q) = %v, want an *InvalidError for data.subject", subject, err)
+		}
+	}
+	for _, to := range []string{"user@127.0.0.1", "user@192.168.0.1."} {
+		_, err := c.Enqueue(context.Background(), reset(to))
+		var ie *queue.InvalidError
+		if !errors.As(err, &ie) || ie.Field != "to" {
+			t.Errorf("Enqueue(to %q) = %v, want an *InvalidError for to", to, err)
+		}
+	}
+}
+
+func TestEnqueueUnknownKindSuggests(t *testing.T) {
+	c, _ := newClient(t, queue.Config{Unguarded: true})
+	_, err := c.Enqueue(context.Background(), queue.Email{Kind: "pasword_reset", To: "a@example.com"})
+	if !errors.Is(err, queue.ErrUnknownKind) || !strings.Contains(err.Error(), `did you mean "password_reset"?`) {
+		t.Errorf("Enqueue(pasword_reset) = %v, want ErrUnknownKind with a did-you-mean", err)
+	}
+	_, err = c.Enqueue(context.Background(), queue.Email{Kind: "invoice", To: "a@example.com"})
+	if !errors.Is(err, queue.ErrUnknownKind) || strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("Enqueue(invoice) = %v, want ErrUnknownKind without a suggestion", err)
+	}
+}

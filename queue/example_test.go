@@ -14,23 +14,32 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate-dev/floodgate/guard"
+	"github.com/floodgate-dev/floodgate/internal/redisproc"
 	"github.com/floodgate-dev/floodgate/queue"
 )
 
-// The examples talk to the Redis on 127.0.0.1:6379 (the one .ci/run
-// starts), in a database of their own that TestMain empties afterwards.
-const exampleDB = 11
+// redisAddr is the examples' Redis: a private redis-server that TestMain
+// starts for this package and stops afterwards, so no example touches a
+// Redis it did not start. In an application it is your Redis, e.g.
+// "127.0.0.1:6379".
+var redisAddr string
 
 func TestMain(m *testing.M) {
+	p, err := redisproc.Start(context.Background(), redisproc.Options{})
+	if err != nil {
+		// A missing redis-server fails the package rather than skipping
+		// the examples.
+		fmt.Fprintln(os.Stderr, "queue examples:", err)
+		os.Exit(1)
+	}
+	redisAddr = p.Addr
 	code := m.Run()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: exampleDB})
-	rdb.FlushDB(context.Background())
-	rdb.Close()
+	p.Stop()
 	os.Exit(code)
 }
 
 func ExampleClient_Enqueue() {
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: exampleDB, ContextTimeoutEnabled: true})
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
 	// The guard decides at enqueue: dedup, per-recipient and per-source
 	// caps, suppression, the surge breaker. Give it the workers' policy.
@@ -65,7 +74,7 @@ func ExampleClient_Enqueue() {
 // nor whether the address is being flooded (OWASP Forgot Password
 // guidance). The receipt goes to the application's own log.
 func ExampleClient_Enqueue_uniformResponse() {
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: exampleDB, ContextTimeoutEnabled: true})
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
 	g, err := guard.New(guard.Config{Redis: rdb})
 	if err != nil {

@@ -63,7 +63,9 @@ func (p *Payload) Bytes() ([]byte, error) {
 // Expired reports whether the email outlived its TTL at now.
 func (p *Payload) Expired(now time.Time) bool { return !now.Before(p.ExpiresAt) }
 
-// DecodePayload parses and checks a task payload. Errors wrap [ErrPayload].
+// DecodePayload parses and checks a task payload: the fields [Client.Enqueue]
+// validates (recipient, name, data keys, URLs, subject) are validated again.
+// Errors wrap [ErrPayload].
 func DecodePayload(b []byte) (*Payload, error) {
 	var p Payload
 	if err := json.Unmarshal(b, &p); err != nil {
@@ -81,6 +83,12 @@ func DecodePayload(b []byte) (*Payload, error) {
 		return nil, fmt.Errorf("%w: %v", ErrPayload, err)
 	}
 	if _, err := NormalizeName(p.Name); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPayload, err)
+	}
+	// The data too: a task pushed into Redis by something other than
+	// [Client.Enqueue] must not carry a javascript: link or a subject
+	// that decodes to a line break into an email.
+	if err := checkData(p.Data, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrPayload, err)
 	}
 	p.raw = b

@@ -20,6 +20,13 @@ func TestDecodePayload(t *testing.T) {
 		`{"v":1,"kind":"k","to":"a@example.com","expires_at":"2030-01-01T00:00:00Z"}`,
 		`{"v":1,"id":"x","kind":"k","to":"a@example.com"}`,
 		`{"v":1,"id":"x","kind":"k","to":"a@example.com\r\nBcc: b@example.com","expires_at":"2030-01-01T00:00:00Z"}`,
+		// Data that Client.Enqueue refuses, pushed into Redis directly.
+		`{"v":1,"id":"x","kind":"k","to":"a@example.com","expires_at":"2030-01-01T00:00:00Z","data":{"reset_url":"javascript:alert(1)"}}`,
+		`{"v":1,"id":"x","kind":"k","to":"a@example.com","expires_at":"2030-01-01T00:00:00Z","data":{"action_url":"https://x.example/\u202e"}}`,
+		`{"v":1,"id":"x","kind":"k","to":"a@example.com","expires_at":"2030-01-01T00:00:00Z","data":{"subject":"=?utf-8?q?a=0D=0ABcc:_b@example.com?="}}`,
+		`{"v":1,"id":"x","kind":"k","to":"a@example.com","expires_at":"2030-01-01T00:00:00Z","data":{"Bad Key":"v"}}`,
+		`{"v":1,"id":"x","kind":"k","to":"user@127.0.0.1","expires_at":"2030-01-01T00:00:00Z"}`,
+		`{"v":1,"id":"x","kind":"k","to":"a@example.com","name":"\u202eevil","expires_at":"2030-01-01T00:00:00Z"}`,
 	} {
 		if _, err := DecodePayload([]byte(in)); !errors.Is(err, ErrPayload) {
 			t.Errorf("DecodePayload(%q) = %v, want ErrPayload", in, err)

@@ -14,6 +14,8 @@
 // the subject of password_reset needs only password_reset/subject.txt. A
 // directory naming a kind that has no default adds that kind; it must supply
 // subject.txt and text.txt, and html.html if it wants an HTML part.
+// [Set.Require] reports the kinds of a policy that have no templates, with
+// the files it looked for, so that a worker can refuse to start.
 //
 // Templates see a [Data] value and two functions:
 //

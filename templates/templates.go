@@ -15,6 +15,8 @@ import (
 	"text/template"
 	"time"
 	"unicode"
+
+	"github.com/floodgate-dev/floodgate/internal/suggest"
 )
 
 // ErrUnknownKind is returned (wrapped with the kind) by [Set.Render] for a
@@ -86,6 +88,7 @@ type kind struct {
 type Set struct {
 	kinds map[string]*kind
 	names []string
+	dir   string // the override directory given to New, or ""
 }
 
 // source is one template file: where it came from (for error messages) and
@@ -125,7 +128,7 @@ func New(dir string) (*Set, error) {
 		}
 	}
 
-	s := &Set{kinds: make(map[string]*kind, len(sources))}
+	s := &Set{kinds: make(map[string]*kind, len(sources)), dir: dir}
 	for name, files := range sources {
 		k, err := parseKind(name, files)
 		if err != nil {
@@ -281,6 +284,60 @@ func (s *Set) Render(kind string, d Data) (Rendered, error) {
 		r.HTML = b.String()
 	}
 	return r, nil
+}
+
+// MissingError says which kinds a [Set] has no templates for, and where
+// they were looked for. [Set.Require] returns it.
+type MissingError struct {
+	// Kinds are the kinds without templates, sorted.
+	Kinds []string
+	// Dir is the override directory searched, or "" when none was given.
+	Dir string
+	// Near maps a missing kind to the name of a kind the set has that is
+	// one or two edits away, a likely misspelling.
+	Near map[string]string
+}
+
+// Error names each kind and the files that were looked for.
+func (e *MissingError) Error() string {
+	var b strings.Builder
+	for i, k := range e.Kinds {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "templates: kind %q has no templates: ", k)
+		if e.Dir == "" {
+			fmt.Fprintf(&b, "it is not built in and no template directory was given (want DIR/%s/%s and DIR/%s/%s)", k, subjectFile, k, textFile)
+		} else {
+			fmt.Fprintf(&b, "looked for %s and %s", filepath.Join(e.Dir, k, subjectFile), filepath.Join(e.Dir, k, textFile))
+		}
+		if n, ok := e.Near[k]; ok {
+			fmt.Fprintf(&b, "; did you mean %q?", n)
+		}
+	}
+	return b.String()
+}
+
+// Require returns a [*MissingError] naming every kind in kinds that the set
+// has no templates for, or nil. A worker calls it at start-up with the
+// policy's kinds, so that a kind without templates stops it there rather
+// than failing each email of the kind.
+func (s *Set) Require(kinds []string) error {
+	e := &MissingError{Dir: s.dir, Near: map[string]string{}}
+	for _, k := range kinds {
+		if s.Has(k) {
+			continue
+		}
+		e.Kinds = append(e.Kinds, k)
+		if n, ok := suggest.Closest(k, s.names); ok {
+			e.Near[k] = n
+		}
+	}
+	if len(e.Kinds) == 0 {
+		return nil
+	}
+	sort.Strings(e.Kinds)
+	return e
 }
 
 // Kinds returns the names of the kinds in the set, sorted.

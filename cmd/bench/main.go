@@ -9,6 +9,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,10 +18,23 @@ import (
 	"syscall"
 )
 
+const usage = `usage: bench pipeline [flags]   (bench pipeline -h lists them)
+
+pipeline  worker delivery vs plain asynq + go-msgauth + go-smtp, guard on and off
+
+Environment:
+  BENCH_CPUPROFILE   write a CPU profile of the run to this file
+`
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench pipeline [flags]")
+		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(0)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -36,7 +51,10 @@ func main() {
 	default:
 		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -43,6 +42,11 @@ type pipelineBench struct {
 
 func runPipeline(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: bench pipeline [flags]\n\nFlags:\n")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\nEnvironment:\n  BENCH_CPUPROFILE   write a CPU profile of the run to this file\n")
+	}
 	redisURL := fs.String("redis", "redis://127.0.0.1:6379/14", "Redis to use; its database is FLUSHed")
 	n := fs.Int("n", 5000, "emails per measurement")
 	rounds := fs.Int("rounds", 3, "measurements of each side; the median is reported")
@@ -261,7 +265,7 @@ func (b *pipelineBench) runBaseline(ctx context.Context, keys []delivery.Key) (f
 		strings.ReplaceAll(r.HTML, "\n", "\r\n") + "\r\n--b1--\r\n"
 	var opts []*dkim.SignOptions
 	for _, k := range keys {
-		opts = append(opts, &dkim.SignOptions{Domain: benchDomain, Selector: k.Selector, Signer: k.Signer.(crypto.Signer),
+		opts = append(opts, &dkim.SignOptions{Domain: benchDomain, Selector: k.Selector, Signer: k.Signer,
 			HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed})
 	}
 	conn, err := net.Dial("tcp", b.sink.SMTPAddr())

@@ -25,6 +25,8 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
+	case errors.Is(err, errHelp):
+		os.Exit(0)
 	case errors.Is(err, errUsage):
 		os.Exit(2)
 	case err != nil:

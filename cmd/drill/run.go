@@ -20,6 +20,9 @@ import (
 // errUsage is returned after a usage problem was printed; main exits 2.
 var errUsage = errors.New("usage")
 
+// errHelp is returned after the usage was printed for -h; main exits 0.
+var errHelp = errors.New("help")
+
 // options are the flags that are not part of drill.Config.
 type options struct {
 	quick      bool
@@ -91,7 +94,13 @@ func parse(args []string, stderr io.Writer) (drill.Config, options, error) {
 		fs.SetOutput(stderr)
 		fmt.Fprintln(stderr, "usage: drill [flags]   (embedded stack)\n       drill -redis URL -api URL -sink URL [flags]   (a running deployment)")
 		fs.PrintDefaults()
-		return cfg, o, errUsage
+		fmt.Fprint(stderr, `
+Environment:
+  FLOODGATE_ADMIN_TOKEN   deployment mode: the admin token, when -token-file is not given
+
+Exit status: 0 the drill ran (with -strict: and met every target), 1 it failed, 2 usage error.
+`)
+		return cfg, o, errHelp
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "drill: %v (drill -h lists the flags)\n", err)

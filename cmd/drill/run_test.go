@@ -62,7 +62,6 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-log-level", "loud"}, "-log-level"},
 		{[]string{"-bogus"}, "flag provided but not defined"},
 		{[]string{"extra"}, "unexpected argument"},
-		{[]string{"-h"}, "-attack-rate"},
 	} {
 		var stderr bytes.Buffer
 		err := run(context.Background(), tc.args, &bytes.Buffer{}, &stderr)
@@ -73,6 +72,11 @@ func TestFlagErrors(t *testing.T) {
 		if !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("drill %q: stderr %q lacks %q", tc.args, stderr.String(), tc.want)
 		}
+	}
+	var stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, &bytes.Buffer{}, &stderr); !errors.Is(err, errHelp) ||
+		!strings.Contains(stderr.String(), "-attack-rate") || !strings.Contains(stderr.String(), "FLOODGATE_ADMIN_TOKEN") {
+		t.Errorf("drill -h: err = %v, stderr %q; want errHelp and the usage with its environment", err, stderr.String())
 	}
 	// A policy file that does not load is an error, not a usage problem.
 	err := run(context.Background(), []string{"-policy", filepath.Join(t.TempDir(), "missing.yaml")}, &bytes.Buffer{}, &bytes.Buffer{})

@@ -4,17 +4,22 @@
 //	enqueue -redis redis://127.0.0.1:6379 -kind password_reset \
 //	        -to alice@example.com -data reset_url=https://app.example/r/abc
 //	enqueue -redis redis://127.0.0.1:6379 -file batch.jsonl
+//	producer | enqueue -redis redis://127.0.0.1:6379 -file -
 //
 // One email prints its receipt as one JSON line (id, kind, outcome, reason).
 // A batch file holds one JSON email per line:
 //
 //	{"kind":"notification","to":"a@example.com","name":"A","source":"203.0.113.7","data":{"subject":"Hi","body":"..."},"idempotency_key":"k1"}
 //
-// and prints a progress bar and a summary of outcomes.
+// and prints one verdict per line, with the line's number, then a summary;
+// a progress bar goes to stderr. "enqueue -h" lists the flags, the
+// environment variables and the exit codes.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,15 +31,19 @@ import (
 
 func main() {
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(exitOK)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "enqueue:", err)
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
 	redisx.RouteClientLogs(slog.New(slog.DiscardHandler))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+	err = run(ctx, cfg, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "enqueue:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }

@@ -20,7 +20,7 @@ func enqueueOne(t *testing.T, url string, extra ...string) (string, error) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	err = run(context.Background(), cfg, &out, io.Discard)
+	err = run(context.Background(), cfg, strings.NewReader(""), &out, io.Discard)
 	return out.String(), err
 }
 

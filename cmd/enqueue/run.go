@@ -1,26 +1,92 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/floodgate-dev/floodgate/guard"
+	"github.com/floodgate-dev/floodgate/internal/keyfile"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/queue"
 )
+
+// Exit codes, documented in the usage and in README.md.
+const (
+	// exitOK: every email was decided: queued, or refused by policy
+	// (duplicate, capped, held, shed, suppressed).
+	exitOK = 0
+	// exitError: enqueue could not run (bad Redis URL or policy,
+	// unreadable file, interrupted).
+	exitError = 1
+	// exitUsage: bad flags or arguments.
+	exitUsage = 2
+	// exitInvalid: at least one line (or the one email) was invalid and
+	// not enqueued; every other line was decided.
+	exitInvalid = 3
+	// exitFailed: at least one email could not be enqueued because Redis
+	// was unavailable or did not answer in time. It wins over exitInvalid.
+	exitFailed = 4
+)
+
+// exitErr carries the process exit code of an error.
+type exitErr struct {
+	code int
+	err  error
+}
+
+func (e *exitErr) Error() string { return e.err.Error() }
+func (e *exitErr) Unwrap() error { return e.err }
+
+// exitCode returns the exit code for an error run returned.
+func exitCode(err error) int {
+	var e *exitErr
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return exitError
+}
+
+const usageText = `usage: enqueue [-redis URL] -kind KIND -to ADDR [-name NAME] [-source S]
+               [-data key=value ...] [-idempotency-key K]
+       enqueue [-redis URL] -file FILE|- [-parallel N] [-no-progress]
+
+One email prints its receipt as one JSON line. A batch (-file, "-" for
+standard input) holds one JSON email per line:
+  {"kind":"notification","to":"a@example.com","name":"A","source":"203.0.113.7",
+   "data":{"subject":"Hi","body":"..."},"idempotency_key":"k1"}
+  (optional "account" and "trust" as the -account and -trust flags)
+and prints one verdict per line ({"line":N,"outcome":...}) and a last
+{"summary":...} line on stdout; errors name the line, never an address.
+
+Flags:
+`
+
+const usageTail = `
+Environment:
+  FLOODGATE_REDIS_URL      Redis URL, when -redis is not given
+  FLOODGATE_HASH_KEY       the recipient digest key, when -hash-key-file is not given
+  FLOODGATE_PAYLOAD_KEYS   the payload keys, when -payload-key-file is not given
+                           (both the workers' own; make them with floodctl keygen)
+
+Exit status:
+  0  every email was decided: queued, or refused by policy (duplicate,
+     capped, held, shed, suppressed)
+  1  enqueue could not run (bad Redis URL or policy, unreadable file,
+     interrupted)
+  2  usage error
+  3  a line (or the email) was invalid and not enqueued: malformed JSON,
+     an unknown field, a line over 1 MiB, a refused field or kind
+  4  an email could not be enqueued: Redis unavailable or too slow
+     (wins over 3)
+`
 
 type config struct {
 	RedisURL string
@@ -35,9 +101,17 @@ type config struct {
 	Timeout  time.Duration
 	NoBar    bool
 	Policy   string
+	Account  string
+	Trust    string
+	Confirm  string
+	Report   string
 	// AssumeNoEviction: Redis's maxmemory-policy cannot be read; take it
 	// to be noeviction.
 	AssumeNoEviction bool
+	hashKeyFile      string
+	payloadKeyFile   string
+	noKeys           bool
+	keys             keyfile.Secrets
 }
 
 type dataFlag map[string]string
@@ -52,10 +126,17 @@ func (d dataFlag) Set(v string) error {
 	return nil
 }
 
+// parseConfig reads the flags, then the environment for what they leave
+// unset. "-h" prints the usage to stderr and returns flag.ErrHelp.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{Data: map[string]string{}}
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), usageTail)
+	}
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL (env FLOODGATE_REDIS_URL)")
 	fs.StringVar(&c.Kind, "kind", "", "kind of email: password_reset, verify_email, notification, ...")
 	fs.StringVar(&c.To, "to", "", "recipient address")
@@ -63,19 +144,37 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.Source, "source", "", "client IP or principal behind the request")
 	fs.Var(dataFlag(c.Data), "data", "template value key=value, repeatable")
 	fs.StringVar(&c.IdemKey, "idempotency-key", "", "same key and kind: one email")
-	fs.StringVar(&c.File, "file", "", "JSON-lines batch file (- for stdin)")
+	fs.StringVar(&c.File, "file", "", "JSON-lines batch file (- for standard input)")
 	fs.IntVar(&c.Parallel, "parallel", 8, "with -file: enqueues in flight at once")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "per-email timeout")
 	fs.BoolVar(&c.NoBar, "no-progress", false, "with -file: no progress bar")
 	fs.StringVar(&c.Policy, "policy", "", "policy YAML file, the same the workers use (default: built-in policy)")
+	fs.StringVar(&c.Account, "account", "", "the application's id of the account: per-recipient caps key on it")
+	fs.StringVar(&c.Trust, "trust", "", "a signal the application verified: device, session or challenge")
+	fs.StringVar(&c.Confirm, "confirm", "", "instead of enqueueing: the link in the email with this receipt id was used")
+	fs.StringVar(&c.Report, "report", "", "instead of enqueueing: the recipient of the email with this receipt id did not ask for it")
 	fs.BoolVar(&c.AssumeNoEviction, "redis-assume-noeviction", false, "enqueue even when Redis's maxmemory-policy cannot be read (CONFIG GET and INFO refused), taking it to be noeviction")
+	fs.StringVar(&c.hashKeyFile, "hash-key-file", "", "file holding the recipient digest key (default env FLOODGATE_HASH_KEY)")
+	fs.StringVar(&c.payloadKeyFile, "payload-key-file", "", "file holding the payload keys (default env FLOODGATE_PAYLOAD_KEYS)")
+	fs.BoolVar(&c.noKeys, "insecure-no-keys", false, "run without the hash and payload keys: guessable digests, plaintext payloads (tests and experiments only)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if c.RedisURL == "" {
 		c.RedisURL = getenv("FLOODGATE_REDIS_URL")
 	}
+	var err error
+	if c.keys, err = keyfile.Load(getenv, c.hashKeyFile, c.payloadKeyFile, !c.noKeys); err != nil {
+		return nil, err
+	}
+	feedback := c.Confirm != "" || c.Report != ""
 	switch {
+	case c.Confirm != "" && c.Report != "":
+		return nil, errors.New("-confirm and -report are one each")
+	case feedback && (c.File != "" || c.Kind != "" || c.To != ""):
+		return nil, errors.New("-confirm and -report take no -kind, -to or -file")
+	case feedback && c.RedisURL != "":
+		return c, nil
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case c.RedisURL == "":
@@ -90,7 +189,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	return c, nil
 }
 
-func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+// run enqueues the email or the batch cfg names. A batch reads stdin when
+// cfg.File is "-". Errors carry their exit code (see exitCode).
+func run(ctx context.Context, cfg *config, stdin io.Reader, stdout, stderr io.Writer) error {
 	rdb, err := redisx.Open(cfg.RedisURL)
 	if err != nil {
 		return err
@@ -105,26 +206,51 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy})
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, HashKey: cfg.keys.HashKey, Keyring: cfg.keys.Keyring})
 	if err != nil {
 		return err
 	}
-	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: policy.Kinds(), Timeout: cfg.Timeout})
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: policy.Kinds(), Timeout: cfg.Timeout,
+		Keyring: cfg.keys.Keyring})
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	if cfg.Confirm != "" || cfg.Report != "" {
+		return feedback(ctx, client, cfg, stdout)
+	}
 	if cfg.File != "" {
-		return runBatch(ctx, client, cfg, stdout, stderr)
+		return runBatch(ctx, client, cfg, stdin, stdout, stderr)
 	}
 	r, err := client.Enqueue(ctx, queue.Email{
 		Kind: cfg.Kind, To: cfg.To, Name: cfg.Name, Source: cfg.Source,
-		Data: cfg.Data, IdempotencyKey: cfg.IdemKey,
+		Data: cfg.Data, IdempotencyKey: cfg.IdemKey, Account: cfg.Account, Trust: queue.Trust(cfg.Trust),
 	})
-	if err != nil {
-		return err
+	switch {
+	case isInvalid(err):
+		return &exitErr{exitInvalid, err}
+	case err != nil:
+		return &exitErr{exitFailed, err}
 	}
 	return json.NewEncoder(stdout).Encode(r)
+}
+
+// feedback sends -confirm or -report and prints one JSON line.
+func feedback(ctx context.Context, client *queue.Client, cfg *config, stdout io.Writer) error {
+	op, id, f := "confirm", cfg.Confirm, client.Confirm
+	if cfg.Report != "" {
+		op, id, f = "report", cfg.Report, client.Report
+	}
+	err := f(ctx, id)
+	switch {
+	case errors.Is(err, queue.ErrUnknownEmail):
+		return &exitErr{exitInvalid, fmt.Errorf("%s %s: no sent email with that id (never sent, expired, or already given feedback)", op, id)}
+	case isInvalid(err):
+		return &exitErr{exitInvalid, err}
+	case err != nil:
+		return &exitErr{exitFailed, err}
+	}
+	return json.NewEncoder(stdout).Encode(map[string]string{"id": id, op: "recorded"})
 }
 
 // checkRedis refuses a Redis that may evict keys: the emails queued into
@@ -143,162 +269,8 @@ func checkRedis(ctx context.Context, rdb redis.UniversalClient, assume bool) err
 	return err
 }
 
-// line is one email of a batch file.
-type line struct {
-	Kind           string            `json:"kind"`
-	To             string            `json:"to"`
-	Name           string            `json:"name"`
-	Source         string            `json:"source"`
-	Data           map[string]string `json:"data"`
-	IdempotencyKey string            `json:"idempotency_key"`
-}
-
-// summary is what a batch prints at the end, as one JSON object.
-type summary struct {
-	Lines    int            `json:"lines"`
-	Outcomes map[string]int `json:"outcomes"`
-	Invalid  int            `json:"invalid"`
-	Errors   int            `json:"errors"`
-	Seconds  float64        `json:"seconds"`
-	PerSec   float64        `json:"per_second"`
-}
-
-func runBatch(ctx context.Context, client *queue.Client, cfg *config, stdout, stderr io.Writer) error {
-	var in io.Reader = os.Stdin
-	total := int64(-1)
-	if cfg.File != "-" {
-		f, err := os.Open(cfg.File)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
-		if n, err := countLines(cfg.File); err == nil {
-			total = n
-		}
-	}
-	bar := progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(stderr),
-		progressbar.OptionSetDescription("enqueue"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionSetVisibility(!cfg.NoBar),
-	)
-	start := time.Now()
-	s := summary{Outcomes: map[string]int{}}
-	var mu sync.Mutex
-	type job struct {
-		n int
-		e queue.Email
-	}
-	jobs := make(chan job)
-	var wg sync.WaitGroup
-	var firstErr error
-	for range cfg.Parallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				r, err := client.Enqueue(ctx, j.e)
-				mu.Lock()
-				switch {
-				case errors.Is(err, queue.ErrInvalid), errors.Is(err, queue.ErrUnknownKind):
-					s.Invalid++
-					// The error names the field, never its value.
-					fmt.Fprintf(stderr, "\nline %d: %v\n", j.n, err)
-				case err != nil:
-					s.Errors++
-					if firstErr == nil {
-						firstErr = err
-					}
-				default:
-					s.Outcomes[string(r.Outcome)]++
-				}
-				mu.Unlock()
-				_ = bar.Add(1)
-			}
-		}()
-	}
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	var parseErr error
-	for sc.Scan() && ctx.Err() == nil {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
-			continue
-		}
-		mu.Lock()
-		s.Lines++
-		mu.Unlock()
-		var l line
-		if err := json.Unmarshal([]byte(text), &l); err != nil {
-			mu.Lock()
-			s.Invalid++
-			mu.Unlock()
-			fmt.Fprintf(stderr, "\nline %d: %v\n", s.Lines, err)
-			continue
-		}
-		jobs <- job{n: s.Lines, e: queue.Email{Kind: l.Kind, To: l.To, Name: l.Name, Source: l.Source, Data: l.Data, IdempotencyKey: l.IdempotencyKey}}
-	}
-	close(jobs)
-	wg.Wait()
-	_ = bar.Finish()
-	if err := sc.Err(); err != nil {
-		parseErr = fmt.Errorf("read %s: %w", cfg.File, err)
-	}
-	s.Seconds = time.Since(start).Seconds()
-	if s.Seconds > 0 {
-		s.PerSec = float64(s.Lines) / s.Seconds
-	}
-	fmt.Fprintln(stderr)
-	printSummary(stderr, s)
-	if err := json.NewEncoder(stdout).Encode(s); err != nil {
-		return err
-	}
-	switch {
-	case parseErr != nil:
-		return parseErr
-	case firstErr != nil:
-		return fmt.Errorf("%d emails could not be enqueued, first: %w", s.Errors, firstErr)
-	}
-	return ctx.Err()
-}
-
-func printSummary(w io.Writer, s summary) {
-	keys := make([]string, 0, len(s.Outcomes))
-	for k := range s.Outcomes {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	fmt.Fprintf(w, "%d lines in %.1fs (%.0f/s)\n", s.Lines, s.Seconds, s.PerSec)
-	for _, k := range keys {
-		fmt.Fprintf(w, "  %-12s %d\n", k, s.Outcomes[k])
-	}
-	if s.Invalid > 0 {
-		fmt.Fprintf(w, "  %-12s %d\n", "invalid", s.Invalid)
-	}
-	if s.Errors > 0 {
-		fmt.Fprintf(w, "  %-12s %d\n", "errors", s.Errors)
-	}
-}
-
-func countLines(path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	var n int64
-	buf := make([]byte, 64<<10)
-	for {
-		c, err := f.Read(buf)
-		n += int64(strings.Count(string(buf[:c]), "\n"))
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-	}
+// isInvalid reports whether err refuses the email itself, so that sending it
+// again cannot help.
+func isInvalid(err error) bool {
+	return errors.Is(err, queue.ErrInvalid) || errors.Is(err, queue.ErrUnknownKind)
 }

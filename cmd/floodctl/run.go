@@ -24,8 +24,12 @@ import (
 	"github.com/floodgate-dev/floodgate/queue"
 )
 
-// errUsage is returned after the usage was printed; main exits 2.
+// errUsage is returned after a usage problem was printed; main exits 2.
 var errUsage = errors.New("usage")
+
+// errHelp is returned after the usage was printed on request (-h, help);
+// main exits 0.
+var errHelp = errors.New("help")
 
 const usage = `usage: floodctl [-api URL] [-token-file F] [-json] [-timeout D] COMMAND [ARGS]
 
@@ -52,7 +56,11 @@ Flags (before or after the command):
   -json           print the API's JSON instead of a table
   -timeout D      per-request timeout (default 10s)
 
+Environment:
+  FLOODGATE_ADMIN_TOKEN   the admin token, when -token-file is not given
+
 The worker serves this API only when started with -admin (on with -dev).
+Exit status: 0 done, 1 the request failed, 2 usage error.
 `
 
 // globals are the flags every command accepts.
@@ -248,14 +256,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := top.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage)
-			return errUsage
+			return errHelp
 		}
 		fmt.Fprintf(stderr, "floodctl: %v\n\n%s", err, usage)
 		return errUsage
 	}
-	if top.NArg() == 0 || top.Arg(0) == "help" {
+	if top.NArg() == 0 {
 		fmt.Fprint(stderr, usage)
 		return errUsage
+	}
+	if top.Arg(0) == "help" {
+		fmt.Fprint(stderr, usage)
+		return errHelp
 	}
 	name := top.Arg(0)
 	cmd, ok := commands[name]
@@ -271,6 +283,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cmd.flags(fs, &o)
 	}
 	pos, err := parseInterspersed(fs, top.Args()[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stderr, usage)
+		return errHelp
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "floodctl %s: %v\n\n%s", name, err, usage)
 		return errUsage

@@ -269,8 +269,6 @@ func TestConnectionRefused(t *testing.T) {
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{},
-		{"help"},
-		{"-h"},
 		{"frobnicate"},
 		{"trip"},
 		{"trip", "a", "b"},
@@ -287,6 +285,16 @@ func TestUsage(t *testing.T) {
 		}
 		if out != "" || stderr == "" {
 			t.Errorf("floodctl %q: stdout %q, stderr %q: want the usage on stderr only", args, out, stderr)
+		}
+	}
+}
+
+// -h and help print the usage, with the environment variable, and exit 0.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"stats", "-h"}} {
+		out, stderr, err := ctl(t, args...)
+		if !errors.Is(err, errHelp) || out != "" || !strings.Contains(stderr, "FLOODGATE_ADMIN_TOKEN") || !strings.Contains(stderr, "usage: floodctl") {
+			t.Errorf("floodctl %q: err %v, stdout %q, stderr %q; want errHelp and the usage", args, err, out, stderr)
 		}
 	}
 }

@@ -93,6 +93,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	cfg := &o.cfg
 	fs := flag.NewFlagSet("smtpsink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: smtpsink [-smtp ADDR] [-http ADDR|-] [-dkim-keys FILE] [-max-messages N]
+                [-reject-ratio F] [-max-rate F] [-slow-delay D]
+
+Flags:
+`)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), `
+Environment: smtpsink reads no environment variables.
+Exit status: 0 stopped by a signal (or -h), 1 failed to start or run, 2 usage error.
+`)
+	}
 	fs.StringVar(&cfg.SMTPAddr, "smtp", smtpsink.DefaultSMTPAddr, "SMTP listen `address`")
 	fs.StringVar(&cfg.HTTPAddr, "http", smtpsink.DefaultHTTPAddr, "HTTP API and web page listen `address`; - disables")
 	fs.StringVar(&keysFile, "dkim-keys", "", "DKIM public keys `file`: lines of selector._domainkey.domain TXT-value")

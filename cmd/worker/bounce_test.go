@@ -28,7 +28,7 @@ func startDev(t *testing.T, extra ...string) started {
 	t.Helper()
 	args := append([]string{"-dev", "-http", "127.0.0.1:0", "-dev-smtp", "127.0.0.1:0", "-dev-sink-http", "127.0.0.1:0",
 		"-bounce-smtp", "127.0.0.1:0"}, extra...)
-	cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+	cfg, err := parseConfig(args, testEnv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +59,12 @@ func devClient(t *testing.T, s started) *queue.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	g, err := guard.New(guard.Config{Redis: rdb})
+	sec := s.Stack.Secrets
+	g, err := guard.New(guard.Config{Redis: rdb, HashKey: sec.HashKey, Keyring: sec.Keyring})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds()})
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds(), Keyring: sec.Keyring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +281,12 @@ func TestBounceConfigErrors(t *testing.T) {
 			map[string]string{"FLOODGATE_BOUNCE_SECRET": "0123456789abcdef0123"}, "prefix"},
 	}
 	for _, tt := range tests {
-		cfg, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+		cfg, err := parseConfig(tt.args, func(k string) string {
+			if v, ok := tt.env[k]; ok {
+				return v
+			}
+			return testEnv(k)
+		}, io.Discard)
 		if err == nil {
 			err = run(context.Background(), cfg, io.Discard, io.Discard)
 		}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/floodgate-dev/floodgate/internal/keyfile"
 )
 
 // config is everything the worker is started with.
@@ -42,7 +44,11 @@ type config struct {
 	DevSMTPAddr      string
 	DevHTTPAddr      string
 	passwordFile     string
-	insecureEnvValue string
+	hashKeyFile      string
+	payloadKeyFile   string
+	noKeys           bool
+	// Secrets are the hash and payload keys every process shares.
+	Secrets keyfile.Secrets
 	bounceConfig
 }
 
@@ -57,12 +63,42 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	c := &config{}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: worker -dev
+       worker -redis URL -smtp HOST:PORT [-dkim-domain D -dkim-key SEL=PEM ...] [flags]
+
+Flags:
+`)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), `
+Environment (secrets come only from here or from files, never from flags):
+  FLOODGATE_REDIS_URL            Redis URL, when -redis is not given
+  FLOODGATE_SMTP_PASSWORD        SMTP AUTH password, unless -smtp-password-file
+  FLOODGATE_ADMIN_TOKEN          bearer token of the admin API (-admin); required
+                                 unless -http is on loopback
+  FLOODGATE_WEBHOOK_SECRET       HMAC-SHA256 key signing the -webhook notifications
+  FLOODGATE_ALLOW_INSECURE_SMTP  1 allows -smtp-tls none to a relay off loopback
+                                 (a private network only)
+  FLOODGATE_BOUNCE_SECRET        secret signing the VERP return paths (-bounce-domain),
+                                 unless -bounce-secret-file
+  FLOODGATE_HASH_KEY             key of the recipient and source digests in keys and logs,
+                                 unless -hash-key-file (the same in every process)
+  FLOODGATE_PAYLOAD_KEYS         keys sealing the queued emails' addresses and links,
+                                 unless -payload-key-file (the same in every process;
+                                 floodctl keygen makes both)
+
+Exit status: 0 stopped by a signal, 1 failed to start or run, 2 usage error.
+`)
+	}
 	fs.BoolVar(&c.Dev, "dev", false, "embedded Redis, embedded smtpsink and generated DKIM keys: no setup needed")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL, redis:// or rediss:// (env FLOODGATE_REDIS_URL)")
 	fs.StringVar(&c.SMTPAddr, "smtp", "", "SMTP relay HOST:PORT")
 	fs.StringVar(&c.SMTPTLS, "smtp-tls", "starttls", "relay TLS: starttls, tls, or none (none only for a loopback relay)")
 	fs.StringVar(&c.SMTPUser, "smtp-user", "", "SMTP AUTH user; password from env FLOODGATE_SMTP_PASSWORD or -smtp-password-file")
 	fs.StringVar(&c.passwordFile, "smtp-password-file", "", "file holding the SMTP password")
+	fs.StringVar(&c.hashKeyFile, "hash-key-file", "", "file holding the recipient digest key (default env FLOODGATE_HASH_KEY)")
+	fs.StringVar(&c.payloadKeyFile, "payload-key-file", "", "file holding the payload keys, the first sealing (default env FLOODGATE_PAYLOAD_KEYS)")
+	fs.BoolVar(&c.noKeys, "insecure-no-keys", false, "run without the hash and payload keys: guessable digests and plaintext addresses and links in Redis (tests and experiments only)")
 	fs.StringVar(&c.PolicyFile, "policy", "", "policy YAML file (default: built-in policy)")
 	fs.StringVar(&c.TemplatesDir, "templates", "", "directory overriding or adding templates (<dir>/<kind>/subject.txt, text.txt, html.html)")
 	fs.StringVar(&c.DKIMDomain, "dkim-domain", "", "DKIM signing domain (d=)")
@@ -104,6 +140,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.SMTPPassword = strings.TrimRight(string(b), "\r\n")
 	}
 	if err := c.bounceEnv(getenv); err != nil {
+		return nil, err
+	}
+	// -dev generates its own keys (devstack).
+	var err error
+	if c.Secrets, err = keyfile.Load(getenv, c.hashKeyFile, c.payloadKeyFile, !c.Dev && !c.noKeys); err != nil {
 		return nil, err
 	}
 	if c.Dev {

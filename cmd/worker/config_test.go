@@ -17,7 +17,7 @@ func TestAmbiguousRetriesFlag(t *testing.T) {
 		if c.flag != "" {
 			args = append(args, "-ambiguous-retries", c.flag)
 		}
-		cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+		cfg, err := parseConfig(args, testEnv, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -25,7 +25,7 @@ func TestAmbiguousRetriesFlag(t *testing.T) {
 			t.Errorf("-ambiguous-retries %q: worker.Config.AmbiguousRetries = %d, want %d", c.flag, got, c.want)
 		}
 	}
-	if _, err := parseConfig(append(base, "-ambiguous-retries", "-1"), func(string) string { return "" }, io.Discard); err == nil {
+	if _, err := parseConfig(append(base, "-ambiguous-retries", "-1"), testEnv, io.Discard); err == nil {
 		t.Error("-ambiguous-retries -1 accepted")
 	}
 }

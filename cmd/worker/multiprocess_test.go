@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/floodgate-dev/floodgate/guard"
+	"github.com/floodgate-dev/floodgate/internal/keyfile"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
 	"github.com/floodgate-dev/floodgate/queue"
@@ -50,11 +51,15 @@ func TestThreeWorkersHoldGlobalCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := guard.New(guard.Config{Redis: rdb, Policy: pol})
+	sec, err := keyfile.Load(testEnv, "", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: pol.Kinds()})
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: pol, HashKey: sec.HashKey, Keyring: sec.Keyring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Keyring: sec.Keyring, Admitter: g, Kinds: pol.Kinds()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +77,7 @@ func TestThreeWorkersHoldGlobalCap(t *testing.T) {
 		cmd := exec.Command(bin, "-redis", r.URL(), "-smtp", sink.SMTPAddr(), "-smtp-tls", "none", "-http", "",
 			"-policy", policyFile, "-from", "no-reply@example.test", "-concurrency", "4", "-log-level", "warn")
 		var stderr strings.Builder
-		cmd.Stderr = &stderr
+		cmd.Stderr, cmd.Env = &stderr, keyEnv()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

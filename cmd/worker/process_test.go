@@ -71,7 +71,7 @@ func TestWorkerRealRedisPEMKeys(t *testing.T) {
 	}
 	t.Cleanup(func() { sink.Shutdown(context.Background()) })
 	cfg, err := parseConfig([]string{"-redis", r.URL(), "-smtp", sink.SMTPAddr(), "-smtp-tls", "none", "-http", "127.0.0.1:0",
-		"-dkim-domain", "example.test", "-dkim-key", "s1=" + rsaPath, "-dkim-key", "s2=" + edPath}, func(string) string { return "" }, io.Discard)
+		"-dkim-domain", "example.test", "-dkim-key", "s1=" + rsaPath, "-dkim-key", "s2=" + edPath}, testEnv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func startWorker(t *testing.T, r *testutil.Redis, log io.Writer, extra ...string
 	t.Helper()
 	args := append([]string{"-redis", r.URL(), "-smtp", "127.0.0.1:1", "-smtp-tls", "none", "-http", "127.0.0.1:0",
 		"-from", "no-reply@example.test"}, extra...)
-	cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+	cfg, err := parseConfig(args, testEnv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,6 +62,8 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		cfg.SMTPAddr, cfg.SMTPTLS = stack.Sink.SMTPAddr(), "none"
 		cfg.DKIMDomain = stack.Domain
 		keys = stack.Keys
+		// The stack's own keys, which its banner gives cmd/enqueue.
+		cfg.Secrets = stack.Secrets
 		if cfg.From == "" {
 			cfg.From = "Floodgate Dev <no-reply@" + stack.Domain + ">"
 		}
@@ -96,6 +100,9 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		}
 	}
 	kinds := policy.Kinds()
+	if err := tmpl.Require(slices.Sorted(maps.Keys(kinds))); err != nil {
+		return fmt.Errorf("%w (add the files under -templates DIR, or remove the kind from the policy)", err)
+	}
 
 	rdb, err := redisx.Open(cfg.RedisURL)
 	if err != nil {
@@ -143,8 +150,11 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	}
 	defer pool.Close()
 
+	if cfg.Secrets.HashKey == nil || cfg.Secrets.Keyring == nil {
+		logger.Warn("running without the hash or the payload key: recipients have guessable digests and queued emails hold addresses and links in plaintext")
+	}
 	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, Logger: logger, Registerer: reg,
-		Webhook: cfg.Webhook, WebhookSecret: cfg.WebhookSecret})
+		Webhook: cfg.Webhook, WebhookSecret: cfg.WebhookSecret, HashKey: cfg.Secrets.HashKey, Keyring: cfg.Secrets.Keyring})
 	if err != nil {
 		return err
 	}
@@ -168,6 +178,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	reg.MustRegister(g.BounceCollector())
 	w, err := worker.New(worker.Config{
 		Dispatcher:       g,
+		Keyring:          cfg.Secrets.Keyring,
 		Suppressor:       smtpSuppressor{g},
 		Sweeper:          g,
 		ReturnPath:       fb.returnPath(),
@@ -189,16 +200,14 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	if err != nil {
 		return err
 	}
-	if err := w.Start(); err != nil {
-		return err
-	}
 
+	// The listener and the admin API's guard come before the worker starts:
+	// a refused -admin must stop start-up before any email is taken.
 	var httpAddr string
 	var srv *http.Server
+	var ln net.Listener
 	if cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			_ = w.Shutdown(context.WithoutCancel(ctx))
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("-http: %w", err)
 		}
 		httpAddr = ln.Addr().String()
@@ -206,13 +215,20 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		if cfg.Admin {
 			if admin, err = adminHandler(g.Handler(), ln.Addr(), cfg.AdminToken); err != nil {
 				ln.Close()
-				_ = w.Shutdown(context.WithoutCancel(ctx))
 				return err
 			}
 		}
 		mux := newMux(reg, w, mon, admin)
 		fb.mount(mux)
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	if err := w.Start(); err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	if srv != nil {
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("http server", "err", err)
@@ -306,12 +322,13 @@ floodgate worker -dev is running (embedded stack; everything is in memory)
 
 Send a password-reset email from another terminal:
 
-  go run ./cmd/enqueue -redis %[1]s -kind password_reset \
-      -to alice@example.test -data reset_url=https://app.example/r/abc
+  go run ./cmd/enqueue -redis %[1]s \
+      -hash-key-file %[8]s -payload-key-file %[9]s \
+      -kind password_reset -to alice@example.test -data reset_url=https://app.example/r/abc
 
 then open http://%[3]s/ to see it with its DKIM results. Ctrl-C stops everything.
 
-`, s.RedisURL(), s.Sink.SMTPAddr(), s.Sink.HTTPAddr(), httpAddr, s.Domain, bounceAddr, bounceDomain)
+`, s.RedisURL(), s.Sink.SMTPAddr(), s.Sink.HTTPAddr(), httpAddr, s.Domain, bounceAddr, bounceDomain, s.HashKeyFile, s.PayloadKeyFile)
 }
 
 // adminHandler guards the admin API: on a loopback listener it may run

@@ -26,7 +26,7 @@ import (
 // TestDevModeEndToEnd runs `worker -dev` in-process: embedded Redis, sink
 // and keys; an email enqueued against the printed Redis URL arrives signed.
 func TestDevModeEndToEnd(t *testing.T) {
-	cfg, err := parseConfig([]string{"-dev", "-http", "127.0.0.1:0", "-dev-smtp", "127.0.0.1:0", "-dev-sink-http", "127.0.0.1:0"}, func(string) string { return "" }, io.Discard)
+	cfg, err := parseConfig([]string{"-dev", "-http", "127.0.0.1:0", "-dev-smtp", "127.0.0.1:0", "-dev-sink-http", "127.0.0.1:0"}, testEnv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,11 +49,12 @@ func TestDevModeEndToEnd(t *testing.T) {
 	defer rdb.Close()
 	// Enqueue as cmd/enqueue does, through the guard: its scripts must run
 	// on the embedded Redis too.
-	g, err := guard.New(guard.Config{Redis: rdb})
+	sec := s.Stack.Secrets
+	g, err := guard.New(guard.Config{Redis: rdb, HashKey: sec.HashKey, Keyring: sec.Keyring})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds()})
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds(), Keyring: sec.Keyring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"-redis", "redis://127.0.0.1:1", "-smtp", "relay.example.com:25", "-smtp-tls", "none", "-from", "a@example.test", "-http", ""}, "loopback"},
 	}
 	for _, tt := range tests {
-		cfg, err := parseConfig(tt.args, func(string) string { return "" }, io.Discard)
+		cfg, err := parseConfig(tt.args, testEnv, io.Discard)
 		if err == nil {
 			err = run(context.Background(), cfg, io.Discard, io.Discard)
 		}
@@ -150,7 +151,7 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("worker %v: error %v, want one mentioning %q", tt.args, err, tt.want)
 		}
 	}
-	if _, err := parseConfig(nil, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "-dev") {
+	if _, err := parseConfig(nil, testEnv, io.Discard); err == nil || !strings.Contains(err.Error(), "-dev") {
 		t.Errorf("no flags: error %v, want a hint about -dev", err)
 	}
 }

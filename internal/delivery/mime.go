@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/floodgate-dev/floodgate/internal/headertext"
 )
 
 // Errors returned by [Build]. Each is wrapped with the field it concerns; the
@@ -231,7 +233,7 @@ func hasCtl(s string) bool { return strings.ContainsAny(s, "\r\n\x00") }
 // checkHeaderText refuses CR, LF and NUL in s, also inside any encoded-word
 // that a receiver might decode.
 func checkHeaderText(field, s string) error {
-	if hasCtl(s) || encodedWordHasCtl(s) {
+	if hasCtl(s) || headertext.EncodedWordHasCtl(s) {
 		return fmt.Errorf("%w: %s", ErrHeaderInjection, field)
 	}
 	return nil

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/floodgate-dev/floodgate/internal/headertext"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -392,7 +394,7 @@ func FuzzBuildHeaders(f *testing.F) {
 		raw, err := Build(&m)
 		if err != nil {
 			if errors.Is(err, ErrHeaderInjection) {
-				if !hasCtl(subject+name+value) && !encodedWordHasCtl(subject) && !encodedWordHasCtl(name) && !encodedWordHasCtl(value) {
+				if !hasCtl(subject+name+value) && !headertext.EncodedWordHasCtl(subject) && !headertext.EncodedWordHasCtl(name) && !headertext.EncodedWordHasCtl(value) {
 					t.Fatalf("ErrHeaderInjection without CR, LF or NUL in input: %v", err)
 				}
 				return

@@ -24,7 +24,7 @@ var root = filepath.Join("..", "..")
 // list is a typo or a flag the command does not have, and the container
 // would exit at start-up.
 var knownFlags = map[string][]string{
-	"worker":   {"-redis", "-smtp", "-smtp-tls", "-http", "-dkim-domain", "-dkim-key", "-policy", "-concurrency"},
+	"worker":   {"-redis", "-smtp", "-smtp-tls", "-http", "-dkim-domain", "-dkim-key", "-policy", "-concurrency", "-admin"},
 	"smtpsink": {"-smtp", "-http", "-dkim-keys", "-max-messages"},
 }
 
@@ -39,6 +39,7 @@ type service struct {
 	Entrypoint  execForm     `yaml:"entrypoint"`
 	Command     execForm     `yaml:"command"`
 	Environment environment  `yaml:"environment"`
+	EnvFile     envFiles     `yaml:"env_file"`
 	Ports       []port       `yaml:"ports"`
 	Volumes     []volume     `yaml:"volumes"`
 	DependsOn   dependsOn    `yaml:"depends_on"`
@@ -96,6 +97,25 @@ func (e *environment) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*e = m
 	return nil
+}
+
+// envFiles accepts env_file as one path or a list of paths.
+type envFiles []string
+
+func (e *envFiles) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*e = []string{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var list []string
+		if err := n.Decode(&list); err != nil {
+			return err
+		}
+		*e = list
+		return nil
+	}
+	return fmt.Errorf("line %d: env_file must be a path or a list of paths", n.Line)
 }
 
 // dependsOn accepts the list form (condition service_started) and the map
@@ -264,8 +284,8 @@ func TestComposeServices(t *testing.T) {
 			t.Errorf("docker-compose.yml has no %s service (has %v)", name, slices.Sorted(maps.Keys(c.Services)))
 		}
 	}
-	if img := c.Services["redis"].Image; img != "redis:7-alpine" {
-		t.Errorf("redis image = %q, want %q", img, "redis:7-alpine")
+	if img := c.Services["redis"].Image; !strings.HasPrefix(img, "redis:7-alpine@") {
+		t.Errorf("redis image = %q, want redis:7-alpine pinned by digest", img)
 	}
 	for name, s := range c.Services {
 		if s.Healthcheck == nil || s.Healthcheck.Disable || len(s.Healthcheck.Test) < 2 {
@@ -507,8 +527,8 @@ func TestDockerfile(t *testing.T) {
 	stages := loadDockerfile(t)
 	build := stages[0]
 	final := stages[len(stages)-1]
-	if !strings.HasPrefix(build.from, "golang:1.26") {
-		t.Errorf("build stage FROM %s, want golang:1.26", build.from)
+	if !strings.HasPrefix(build.from, "golang:") {
+		t.Errorf("build stage FROM %s, want the official golang image", build.from)
 	}
 	if !strings.Contains(final.from, "distroless/static") && !strings.Contains(final.from, "debian") {
 		t.Errorf("final stage FROM %s, want distroless/static or debian-slim", final.from)
@@ -565,12 +585,15 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("final stage runs as %q, want a non-root USER", user)
 	}
 
-	for _, cmd := range []string{"worker", "enqueue", "smtpsink"} {
+	for _, cmd := range []string{"worker", "enqueue", "smtpsink", "floodctl"} {
 		if !built[cmd] {
 			t.Errorf("Dockerfile does not build ./cmd/%s (builds %v)", cmd, slices.Sorted(maps.Keys(built)))
 		}
 		if _, err := os.Stat(filepath.Join(root, "cmd", cmd)); err != nil {
 			t.Errorf("Dockerfile builds ./cmd/%s: %v", cmd, err)
+		}
+		if !installed["/usr/local/bin/"+cmd] {
+			t.Errorf("the final image has no /usr/local/bin/%s (has %v)", cmd, slices.Sorted(maps.Keys(installed)))
 		}
 	}
 

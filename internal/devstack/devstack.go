@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/alicebob/miniredis/v2/server"
 
 	"github.com/floodgate-dev/floodgate/internal/delivery"
+	"github.com/floodgate-dev/floodgate/internal/keyfile"
 	"github.com/floodgate-dev/floodgate/smtpsink"
 )
 
@@ -42,7 +45,13 @@ type Stack struct {
 	Keys []delivery.Key
 	// Domain is the DKIM signing domain.
 	Domain string
+	// HashKeyFile and PayloadKeyFile hold the generated hash key and payload
+	// key, for the -hash-key-file and -payload-key-file of the stack's other
+	// commands (cmd/enqueue); Secrets are the same keys.
+	HashKeyFile, PayloadKeyFile string
+	Secrets                     keyfile.Secrets
 
+	dir      string
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -60,6 +69,10 @@ func Start(cfg Config) (*Stack, error) {
 			return nil, fmt.Errorf("devstack: generate %s key: %w", k.alg, err)
 		}
 		s.Keys = append(s.Keys, key)
+	}
+
+	if err := s.writeSecrets(); err != nil {
+		return nil, err
 	}
 
 	s.Redis = miniredis.NewMiniRedis()
@@ -113,6 +126,25 @@ func Start(cfg Config) (*Stack, error) {
 	return s, nil
 }
 
+// writeSecrets generates the hash and payload keys and writes them to
+// files only this user can read, in a directory removed at Shutdown.
+func (s *Stack) writeSecrets() error {
+	dir, err := os.MkdirTemp("", "floodgate-dev-")
+	if err != nil {
+		return fmt.Errorf("devstack: %w", err)
+	}
+	s.dir = dir
+	hash, payload := keyfile.Generate()
+	s.HashKeyFile, s.PayloadKeyFile = filepath.Join(dir, "hash.key"), filepath.Join(dir, "payload.keys")
+	for _, f := range [][2]string{{s.HashKeyFile, hash}, {s.PayloadKeyFile, payload}} {
+		if err := os.WriteFile(f[0], []byte(f[1]+"\n"), 0o600); err != nil {
+			return fmt.Errorf("devstack: %w", err)
+		}
+	}
+	s.Secrets, err = keyfile.Load(func(string) string { return "" }, s.HashKeyFile, s.PayloadKeyFile, true)
+	return err
+}
+
 // RedisURL returns the embedded Redis's URL.
 func (s *Stack) RedisURL() string { return "redis://" + s.Redis.Addr() }
 
@@ -124,6 +156,7 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		err = s.Sink.Shutdown(ctx)
 		s.Redis.Close()
+		os.RemoveAll(s.dir)
 	})
 	return err
 }

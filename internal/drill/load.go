@@ -87,16 +87,6 @@ func (t *tally) merge(o *tally) {
 	}
 }
 
-func (t *tally) errorCount() int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var n int64
-	for _, v := range t.errors {
-		n += v
-	}
-	return n
-}
-
 func errorClass(err error) string {
 	switch {
 	case errors.Is(err, queue.ErrUnavailable):

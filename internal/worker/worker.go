@@ -366,9 +366,18 @@ func newAttempt() string {
 }
 
 // ProcessTask handles one delivery attempt of one email. It is the asynq
-// handler and is exported for tests that drive a single attempt.
+// handler and is exported for tests that drive a single attempt. A task of
+// another type than [queue.TypeEmail], or whose payload [queue.DecodePayload]
+// refuses, is counted failed (reason "unknown_type" or "payload"), logged
+// and archived without retry.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	start := time.Now()
+	if t.Type() != queue.TypeEmail {
+		// Not an email: archived, never delivered, whatever its payload.
+		err := fmt.Errorf("worker: unknown task type %.64q", t.Type())
+		w.record(ctx, nil, queue.Failed, "unknown_type", err)
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
 	p, err := w.cfg.Keyring.Decode(t.Payload())
 	if err != nil {
 		// Archived with the reason; retrying cannot fix it.
