@@ -28,6 +28,7 @@ import (
 //	POST   /v1/breakers/{kind}/purge         {"purged": n}
 //	POST   /v1/confirm                       {"id": ID}: the email's link was used ([Guard.Confirm])
 //	POST   /v1/report                        {"id": ID}: its recipient did not ask for it ([Guard.Report])
+//	POST   /v1/hash                          {"address": A}: {"hash": H}, A's name in logs ([Guard.HashRecipient])
 //
 // Responses are JSON; errors are {"error": "..."} with 400 for bad input,
 // 404 for an unknown kind or email and 503 when Redis does not answer. The API has no authentication of its own:
@@ -46,6 +47,7 @@ func (g *Guard) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/breakers/{kind}/purge", g.servePurge)
 	mux.HandleFunc("POST /v1/confirm", g.serveFeedback(g.Confirm))
 	mux.HandleFunc("POST /v1/report", g.serveFeedback(g.Report))
+	mux.HandleFunc("POST /v1/hash", g.serveHash)
 	return mux
 }
 
@@ -250,6 +252,25 @@ func (g *Guard) serveRelease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// serveHash names an address as logs do; the address travels in the body,
+// and the operator needs no copy of the hash key.
+func (g *Guard) serveHash(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("address") != "" {
+		writeError(w, errors.New("guard: the address goes in the JSON body, not the URL"))
+		return
+	}
+	req, err := readAddress(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := queue.NormalizeAddress(req.Address); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"hash": g.HashRecipient(req.Address)})
 }
 
 // serveFeedback serves POST {"id": ID} for Confirm or Report; the id is in

@@ -21,6 +21,7 @@ import (
 
 	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/adminapi"
+	"github.com/floodgate-dev/floodgate/internal/keyfile"
 	"github.com/floodgate-dev/floodgate/queue"
 )
 
@@ -49,6 +50,9 @@ Commands:
   decisions [-limit N]          the decision log, newest first
   confirm ID                    the link in email ID (a receipt id) was used
   report ID                     the recipient of email ID did not ask for it
+  hash ADDR                     ADDR's name in logs, the decision log and listings (rcpt_hash)
+  keygen                        print a new FLOODGATE_HASH_KEY and FLOODGATE_PAYLOAD_KEYS
+                                (no API call; every process sharing a Redis needs the same)
 
 Flags (before or after the command):
   -api URL        the worker's -http address (default http://127.0.0.1:8080)
@@ -134,6 +138,22 @@ var commands = map[string]command{
 			return http.MethodPost, adminapi.ReleasePath(pos[0], guard.ReleaseOptions{Limit: o.limit, All: o.all, DryRun: o.dryRun}), nil
 		},
 		render: renderRelease,
+	},
+	"hash": {
+		args: []string{"ADDR"},
+		request: func(pos []string, _ *opts) (string, string, any) {
+			return http.MethodPost, adminapi.PathHash, adminapi.SuppressRequest{Address: pos[0]}
+		},
+		render: func(w io.Writer, raw json.RawMessage, _ []string, _ *opts) error {
+			var r struct {
+				Hash string `json:"hash"`
+			}
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintln(w, r.Hash)
+			return err
+		},
 	},
 	"confirm": {
 		args: []string{"ID"},
@@ -270,6 +290,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errHelp
 	}
 	name := top.Arg(0)
+	if name == "keygen" {
+		// Local: secrets never travel through the API.
+		hash, payload := keyfile.Generate()
+		_, err := fmt.Fprintf(stdout, "FLOODGATE_HASH_KEY=%s\nFLOODGATE_PAYLOAD_KEYS=%s\n", hash, payload)
+		return err
+	}
 	cmd, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(stderr, "floodctl: unknown command %q\n\n%s", name, usage)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/adminapi"
+	"github.com/floodgate-dev/floodgate/internal/keyfile"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
 	"github.com/floodgate-dev/floodgate/queue"
 )
@@ -457,4 +458,41 @@ func TestRealGuard(t *testing.T) {
 
 func regexpRow(out, pattern string) bool {
 	return regexp.MustCompile(`(?m)^` + pattern).MatchString(out)
+}
+
+// TestKeygenAndHash: keygen prints keys the commands load; hash names an
+// address as the guard's logs do, with the worker's key.
+func TestKeygenAndHash(t *testing.T) {
+	out := mustCtl(t, "keygen")
+	env := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		env[k] = v
+	}
+	sec, err := keyfile.Load(func(k string) string { return env[k] }, "", "", true)
+	if err != nil {
+		t.Fatalf("keygen printed %q: %v", out, err)
+	}
+	if again := mustCtl(t, "keygen"); again == out {
+		t.Error("keygen printed the same keys twice")
+	}
+	t.Setenv("FLOODGATE_ADMIN_TOKEN", "")
+	rdb := testutil.StartRedis(t).Client(t)
+	g, err := guard.New(guard.Config{Redis: rdb, HashKey: sec.HashKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+	got := strings.TrimSpace(mustCtl(t, "-api="+srv.URL, "hash", "Alice+x@Example.com"))
+	if got != g.HashRecipient("alice@example.com") || len(got) != 16 {
+		t.Errorf("hash printed %q, want the guard's %q", got, g.HashRecipient("alice@example.com"))
+	}
+	unkeyed, _ := guard.New(guard.Config{Redis: rdb})
+	if got == unkeyed.HashRecipient("alice@example.com") {
+		t.Error("the keyed hash equals the unkeyed one")
+	}
+	if _, _, err := ctl(t, "-api="+srv.URL, "hash", "not an address"); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("hash of a bad address: %v, want a 400", err)
+	}
 }

@@ -164,6 +164,7 @@ const (
 	PathDecisions    = "/v1/decisions"
 	PathConfirm      = "/v1/confirm"
 	PathReport       = "/v1/report"
+	PathHash         = "/v1/hash"
 )
 
 // BreakerPath returns the path of an operation ("trip", "reset",

@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/floodgate-dev/floodgate/internal/delivery"
+	"github.com/floodgate-dev/floodgate/internal/keyfile"
 	"github.com/floodgate-dev/floodgate/smtpsink"
 )
 
@@ -160,5 +161,27 @@ func TestDocumentedKeySetup(t *testing.T) {
 	}
 	if len(vs) != 1 || vs[0].Err != nil {
 		t.Fatalf("verifying a message signed with keys/s1.pem against keys/dkim.txt: %+v", vs)
+	}
+
+	// worker.env: the admin token and the two keys, as the worker loads them.
+	env := map[string]string{}
+	raw, err = os.ReadFile(filepath.Join(dir, "worker.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			env[k] = v
+		}
+	}
+	if len(env["FLOODGATE_ADMIN_TOKEN"]) < 32 {
+		t.Errorf("worker.env: admin token %d characters, want a random one", len(env["FLOODGATE_ADMIN_TOKEN"]))
+	}
+	sec, err := keyfile.Load(func(k string) string { return env[k] }, "", "", true)
+	if err != nil {
+		t.Fatalf("worker.env keys: %v", err)
+	}
+	if len(sec.HashKey) != 32 || sec.Keyring == nil {
+		t.Errorf("worker.env keys: hash key %d bytes, keyring %v", len(sec.HashKey), sec.Keyring)
 	}
 }
