@@ -58,6 +58,10 @@ type KindPolicy struct {
 	// MaxRetry bounds delivery attempts after the first; zero means
 	// [queue.DefaultMaxRetry].
 	MaxRetry int
+	// Archive is how long a failed email's task is kept for inspection;
+	// zero means [queue.DefaultArchive] (a day for security mail, a week
+	// for notifications).
+	Archive time.Duration
 	// Required lists data keys the kind's templates need. Built-in kinds
 	// always require their own keys in addition.
 	Required []string
@@ -462,7 +466,7 @@ func (p *Policy) Kinds() queue.Kinds {
 				req = append(req, r)
 			}
 		}
-		out[name] = queue.KindSpec{Class: k.Class, TTL: k.TTL, MaxRetry: k.MaxRetry, Required: req}
+		out[name] = queue.KindSpec{Class: k.Class, TTL: k.TTL, MaxRetry: k.MaxRetry, Required: req, Archive: k.Archive}
 	}
 	return out
 }
@@ -594,6 +598,9 @@ func (p *Policy) validate(pos map[string]position) []error {
 		}
 		if k.TTL <= 0 || k.TTL > MaxWindow {
 			bad(path+".ttl", "must be positive and at most %s", formatDuration(MaxWindow))
+		}
+		if k.Archive < 0 || k.Archive > 90*24*time.Hour {
+			bad(path+".archive", "must be between 0 (the default) and 90d (asynq's own bound)")
 		}
 		if k.MaxRetry < 0 || k.MaxRetry > maxRetry {
 			bad(path+".max_retry", "must be between 0 and %d", maxRetry)
@@ -1154,6 +1161,7 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 		},
 		"ttl":           func(v *yaml.Node, p string) { d.duration(v, p, &k.TTL) },
 		"max_retry":     func(v *yaml.Node, p string) { d.integer(v, p, &k.MaxRetry) },
+		"archive":       func(v *yaml.Node, p string) { d.duration(v, p, &k.Archive) },
 		"required":      func(v *yaml.Node, p string) { d.strs(v, p, &k.Required) },
 		"dedup_window":  func(v *yaml.Node, p string) { d.duration(v, p, &k.DedupWindow) },
 		"per_recipient": func(v *yaml.Node, p string) { d.rates(v, p, &k.PerRecipient) },

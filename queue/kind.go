@@ -42,6 +42,28 @@ type KindSpec struct {
 	// Required lists data keys that must be present and non-empty. Keys
 	// ending in "_url" must hold absolute http or https URLs.
 	Required []string
+	// Archive is how long the worker keeps a failed email's task for
+	// inspection (asynq's archive) before deleting it; zero means
+	// [DefaultArchive] of its class. Completed tasks are never kept.
+	Archive time.Duration
+}
+
+// DefaultArchive returns how long failed tasks of a class are kept: a day
+// for security mail, whose links are bearer tokens, a week for
+// notifications.
+func DefaultArchive(c Class) time.Duration {
+	if c == ClassSecurity {
+		return 24 * time.Hour
+	}
+	return 7 * 24 * time.Hour
+}
+
+// ArchiveFor returns the kind's effective archive retention.
+func (s KindSpec) ArchiveFor() time.Duration {
+	if s.Archive > 0 {
+		return s.Archive
+	}
+	return DefaultArchive(s.Class)
 }
 
 // DefaultMaxRetry is the retry bound used when a KindSpec leaves it zero.

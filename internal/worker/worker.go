@@ -14,6 +14,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +110,8 @@ type Config struct {
 	// Suppressor receives hard bounces (5.1.x); nil ignores them.
 	Suppressor Suppressor
 	// Sweeper, when set, is run every SweepInterval (default 30s) so that
-	// held emails past their expiry are counted expired.
+	// held emails past their expiry are counted expired; the archive is
+	// pruned as often (see Worker.PruneArchive).
 	Sweeper       Sweeper
 	SweepInterval time.Duration
 	// Concurrency is the number of emails processed at once; default 20.
@@ -251,11 +254,9 @@ func (w *Worker) Start() error {
 	if err := w.srv.Start(asynq.HandlerFunc(w.ProcessTask)); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
-	if w.cfg.Sweeper != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		w.stopSweep, w.swept = cancel, make(chan struct{})
-		go w.sweep(ctx)
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stopSweep, w.swept = cancel, make(chan struct{})
+	go w.sweep(ctx)
 	return nil
 }
 
@@ -270,10 +271,71 @@ func (w *Worker) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := w.cfg.Sweeper.Sweep(ctx); err != nil && ctx.Err() == nil {
-			w.cfg.Logger.Warn("worker: sweeping held emails", "err", err)
+		if w.cfg.Sweeper != nil {
+			if _, err := w.cfg.Sweeper.Sweep(ctx); err != nil && ctx.Err() == nil {
+				w.cfg.Logger.Warn("worker: sweeping held emails", "err", err)
+			}
+		}
+		if _, err := w.PruneArchive(ctx, w.cfg.Now()); err != nil && ctx.Err() == nil {
+			w.cfg.Logger.Warn("worker: pruning the archive", "err", err)
 		}
 	}
+}
+
+// PruneArchive deletes the archived (failed) tasks of floodgate's queues
+// that are older than their kind's retention (queue.KindSpec.Archive), and
+// returns how many. asynq keeps archived tasks up to 90 days; a failed reset
+// need not be kept that long. The worker runs it every SweepInterval.
+func (w *Worker) PruneArchive(ctx context.Context, now time.Time) (int, error) {
+	insp := asynq.NewInspectorFromRedisClient(w.cfg.Redis)
+	names, err := insp.Queues()
+	if err != nil {
+		return 0, fmt.Errorf("worker: archive: %w", err)
+	}
+	n := 0
+	for _, q := range []string{queue.ClassSecurity.QueueName(), queue.ClassNotify.QueueName(), queue.ReleaseQueue} {
+		if !slices.Contains(names, q) {
+			continue
+		}
+		// The archive holds at most 10,000 tasks (asynq's bound): list
+		// them all, then delete, so that deleting does not shift the pages.
+		var old []string
+		for page := 1; ctx.Err() == nil; page++ {
+			tasks, err := insp.ListArchivedTasks(q, asynq.Page(page), asynq.PageSize(500))
+			if err != nil {
+				return n, fmt.Errorf("worker: archive %s: %w", q, err)
+			}
+			for _, ti := range tasks {
+				if now.Sub(ti.LastFailedAt) >= w.archiveFor(ti.Payload) {
+					old = append(old, ti.ID)
+				}
+			}
+			if len(tasks) < 500 {
+				break
+			}
+		}
+		for _, id := range old {
+			if err := insp.DeleteTask(q, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+				return n, fmt.Errorf("worker: archive %s: %w", q, err)
+			}
+			n++
+		}
+	}
+	return n, ctx.Err()
+}
+
+// archiveFor returns the retention of an archived task from its kind (read
+// from the payload's clear fields), the shortest when it has none.
+func (w *Worker) archiveFor(payload []byte) time.Duration {
+	var head struct {
+		Kind string `json:"kind"`
+	}
+	if json.Unmarshal(payload, &head) == nil {
+		if spec, ok := w.cfg.Kinds[head.Kind]; ok {
+			return spec.ArchiveFor()
+		}
+	}
+	return queue.DefaultArchive(queue.ClassSecurity)
 }
 
 // Shutdown stops taking new emails, waits up to Config.ShutdownTimeout for

@@ -175,7 +175,7 @@ func newGuardedEnv(t *testing.T, g func(*env), opts ...envOpt) *env {
 	wcfg.Sender = countingSender{wcfg.Sender, &e.sends}
 	e.wcfg = wcfg
 	e.worker = e.startWorker(t)
-	qcfg := queue.Config{Redis: e.rdb, Kinds: wcfg.Kinds, Unguarded: true}
+	qcfg := queue.Config{Redis: e.rdb, Kinds: wcfg.Kinds, Unguarded: true, Keyring: wcfg.Keyring}
 	if e.guard != nil {
 		qcfg.Admitter, qcfg.Unguarded = e.guard, false
 	}
@@ -627,5 +627,35 @@ func TestReportLink(t *testing.T) {
 	_, err := worker.New(cfg)
 	if err == nil || !strings.Contains(err.Error(), "{id}") {
 		t.Errorf("ReportURL without {id}: %v", err)
+	}
+}
+
+// TestPruneArchive: a failed email's archived task is kept for its kind's
+// retention, then deleted.
+func TestPruneArchive(t *testing.T) {
+	e := newEnv(t)
+	r := e.enqueue(t, resetEmail("permfail+x@example.com"))
+	e.waitFor(t, r.ID, func(seq []queue.Outcome) bool { return len(seq) > 0 && seq[len(seq)-1] == queue.Failed })
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	var archived []*asynq.TaskInfo
+	// asynq archives the task after the handler returns: poll for it.
+	for deadline := time.Now().Add(10 * time.Second); len(archived) == 0; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if archived, err = insp.ListArchivedTasks(queue.ClassSecurity.QueueName()); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failed email was never archived")
+		}
+	}
+	at := archived[0].LastFailedAt
+	if n, err := e.worker.PruneArchive(context.Background(), at.Add(23*time.Hour)); err != nil || n != 0 {
+		t.Errorf("PruneArchive within the day = %d, %v; want 0", n, err)
+	}
+	if n, err := e.worker.PruneArchive(context.Background(), at.Add(24*time.Hour)); err != nil || n != 1 {
+		t.Errorf("PruneArchive after the day = %d, %v; want 1", n, err)
+	}
+	if left, _ := insp.ListArchivedTasks(queue.ClassSecurity.QueueName()); len(left) != 0 {
+		t.Errorf("%d archived left", len(left))
 	}
 }
