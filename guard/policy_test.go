@@ -151,7 +151,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"kinds:\n  password_reset:\n    max_retry: many\n",
 			`3:16: kinds.password_reset.max_retry: "many" is not an integer`},
 		{"kinds:\n  password_reset:\n    per_recipent: [3/1h]\n",
-			`3:5: kinds.password_reset.per_recipent: unknown field; did you mean "per_recipient"? (want one of breaker, class, dedup_window, max_retry, per_group, per_recipient, per_source, report_suppress, required, trust_ttl, ttl, untrusted_after)`},
+			`3:5: kinds.password_reset.per_recipent: unknown field; did you mean "per_recipient"? (want one of archive, breaker, class, dedup_window, max_retry, per_group, per_recipient, per_source, report_suppress, required, trust_ttl, ttl, untrusted_after)`},
 		{"kinds:\n  password_reset:\n    breaker: { open: panic }\n",
 			`3:16: kinds.password_reset.breaker.open: must be "hold", "clamp" or "shed"`},
 		{"kinds:\n  password_reset:\n    breaker: { surge_factor: 0.5 }\n",
