@@ -249,6 +249,7 @@ func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
 			// Admitted through a lane of an open breaker: the worker's
 			// dispatch guard must not hold it again.
 			p.Lane = v.Lane
+			r.Reason = v.Lane
 			if body, err = c.cfg.Keyring.Encode(p); err != nil {
 				return Receipt{}, fmt.Errorf("enqueue %s: %w", e.Kind, err)
 			}

@@ -123,3 +123,61 @@ func ExampleClient_Enqueue_uniformResponse() {
 
 func userExists(email string) bool    { return email != "nobody@example.com" }
 func newResetURL(email string) string { return "https://app.example/reset/3f9a" }
+
+// A forgot-password handler tells the guard what it verified itself: here
+// a device cookie it issued to the account at an earlier sign-in. While a
+// flood keeps the reset breaker open, such requests keep a lane of their
+// own, and the page reads the same either way. Never set Trust from
+// anything the requester can simply claim.
+func ExampleEmail_trust() {
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	g, err := guard.New(guard.Config{Redis: rdb})
+	if err != nil {
+		panic(err)
+	}
+	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds()})
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	// As during a flood.
+	if _, err := g.Trip(context.Background(), queue.KindPasswordReset, ""); err != nil {
+		panic(err)
+	}
+	defer g.Reset(context.Background(), queue.KindPasswordReset)
+
+	forgot := func(w http.ResponseWriter, r *http.Request) {
+		e := queue.Email{
+			Kind:   queue.KindPasswordReset,
+			To:     r.FormValue("email"),
+			Source: r.RemoteAddr,
+			Data:   map[string]string{"reset_url": "https://app.example/reset/7c1e"},
+		}
+		if c, err := r.Cookie("device"); err == nil && deviceKnown(e.To, c.Value) {
+			e.Trust = queue.TrustDevice
+		}
+		receipt, err := client.Enqueue(r.Context(), e)
+		fmt.Println("log:", receipt.Outcome, receipt.Reason, err) // the app's own log
+		fmt.Fprintln(w, "If an account exists for that address, we have sent a link to reset its password.")
+	}
+	for _, c := range []struct{ addr, cookie string }{{"carol@example.com", "d-8c2f"}, {"dave@example.com", ""}} {
+		req := httptest.NewRequest("POST", "/forgot", strings.NewReader(url.Values{"email": {c.addr}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if c.cookie != "" {
+			req.AddCookie(&http.Cookie{Name: "device", Value: c.cookie})
+		}
+		rec := httptest.NewRecorder()
+		forgot(rec, req)
+		fmt.Print(rec.Code, " ", rec.Body.String())
+	}
+	// Output:
+	// log: queued trusted <nil>
+	// 200 If an account exists for that address, we have sent a link to reset its password.
+	// log: held breaker <nil>
+	// 200 If an account exists for that address, we have sent a link to reset its password.
+}
+
+// deviceKnown stands for the application's check of a device cookie it
+// issued (signed, bound to the account, unexpired).
+func deviceKnown(email, cookie string) bool { return email == "carol@example.com" && cookie == "d-8c2f" }

@@ -38,7 +38,8 @@ type Receipt struct {
 	// outcome decided at admission.
 	Outcome Outcome `json:"outcome"`
 	// Reason refines the outcome, e.g. "recipient", "source" or "domain"
-	// for Capped.
+	// for Capped; on Queued it names the lane ("trusted", "redeemed",
+	// "rerequest") when the kind's breaker was open.
 	Reason string `json:"reason,omitempty"`
 }
 
