@@ -89,6 +89,38 @@ func (r *Report) clone() Report {
 // recipients, newest first; the last 1000 are kept.
 func (s *Server) Reports() []Report { return s.reports.all() }
 
+// WaitReports blocks until at least n reports are done (delivered to the
+// bounce relay, or failed), then returns [Server.Reports]. It wakes on each
+// delivery result rather than polling, and returns early with ctx.Err()
+// when ctx ends or [ErrServerClosed] when the server shuts down. Reports
+// kept without a relay are never done.
+func (s *Server) WaitReports(ctx context.Context, n int) ([]Report, error) {
+	for {
+		// The watch is taken before the reports are read: a result recorded
+		// in between closes it.
+		s.store.mu.Lock()
+		changed := s.store.watchLocked()
+		s.store.mu.Unlock()
+		rs := s.reports.all()
+		done := 0
+		for _, r := range rs {
+			if r.Status == ReportDelivered || r.Status == ReportFailed {
+				done++
+			}
+		}
+		if done >= n {
+			return rs, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.done:
+			return nil, ErrServerClosed
+		}
+	}
+}
+
 // report builds a bounce or complaint report on m for rcpts and queues it
 // for delivery. A message from the null reverse path gets none (RFC 3464
 // section 2: a DSN is never sent for a DSN).
@@ -103,20 +135,24 @@ func (s *Server) report(typ string, m *Message, rcpts []string) {
 		build = buildARF
 	}
 	raw, err := build(in)
+	relay := s.bounceRelay()
 	r := &Report{ID: in.id, Type: typ, OriginalID: m.ID, To: m.MailFrom, Recipients: slices.Clone(rcpts),
-		CreatedAt: in.now, Status: ReportRecorded, Raw: raw}
+		CreatedAt: in.now, Status: ReportRecorded, Raw: raw, relay: relay}
 	s.store.countReport(typ)
 	switch {
 	case err != nil:
 		// Only an address with a control character gets here.
 		r.Status, r.Error = ReportFailed, err.Error()
-		s.store.countReportDone(false)
-	case s.reportQ != nil:
+	case relay != "":
 		r.Status = ReportQueued
 	}
 	status := r.Status
 	// Added before it is queued: once queued, r is the deliverer's to change.
+	// Counted done after it is added, so that WaitReports sees it.
 	s.reports.add(r)
+	if status == ReportFailed {
+		s.store.countReportDone(false)
+	}
 	if status == ReportQueued {
 		select {
 		case s.reportQ <- r:
@@ -181,7 +217,7 @@ func (s *Server) deliverReport(r *Report) {
 // sendReport delivers r to the relay from the null reverse path.
 func (s *Server) sendReport(ctx context.Context, r *Report) error {
 	d := net.Dialer{Timeout: reportDialTimeout}
-	conn, err := d.DialContext(ctx, "tcp", s.cfg.BounceRelay)
+	conn, err := d.DialContext(ctx, "tcp", r.relay)
 	if err != nil {
 		return fmt.Errorf("dial relay: %w", err)
 	}

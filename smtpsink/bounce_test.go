@@ -430,3 +430,53 @@ func waitStats(t *testing.T, s *Server, ok func(Stats) bool) {
 		}
 	}
 }
+
+// A relay named after Start gets the reports generated from then on; the
+// ones before it stay recorded.
+func TestSetBounceRelayAfterStart(t *testing.T) {
+	s := startSink(t, Config{})
+	if err := send(t, s, verpSender, []string{"bounce+before@example.com"}, newMessage("s", "", "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetBounceRelay("no-port"); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("SetBounceRelay(no-port) = %v, want ErrInvalidConfig", err)
+	}
+	rl := startRelay(t, nil)
+	if err := s.SetBounceRelay(rl.addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(t, s, verpSender, []string{"bounce+after@example.com"}, newMessage("s", "", "b")); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.WaitReports(testContext(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].Status != ReportDelivered || rs[0].Recipients[0] != "bounce+after@example.com" || rs[1].Status != ReportRecorded {
+		t.Errorf("reports %+v, want the later delivered and the earlier recorded", rs)
+	}
+	if got := rl.next(t); len(got.to) != 1 || got.to[0] != verpSender {
+		t.Errorf("relay envelope RCPT TO:%v, want %s", got.to, verpSender)
+	}
+}
+
+// WaitReports returns once reports are done, failed ones included, and
+// ends with its context.
+func TestWaitReports(t *testing.T) {
+	rl := startRelay(t, func(int) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "unknown token"}
+	})
+	s := startSink(t, Config{BounceRelay: rl.addr})
+	ctx, cancel := context.WithCancel(testContext(t))
+	cancel()
+	if _, err := s.WaitReports(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Errorf("WaitReports with nothing sent = %v, want context.Canceled", err)
+	}
+	if err := send(t, s, verpSender, []string{"bounce+x@example.com"}, newMessage("s", "", "b")); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.WaitReports(testContext(t), 1)
+	if err != nil || len(rs) != 1 || rs[0].Status != ReportFailed {
+		t.Errorf("WaitReports = %+v, %v; want one failed report", rs, err)
+	}
+}

@@ -28,9 +28,10 @@
 // to the message's envelope sender from the null reverse path (MAIL FROM:<>)
 // through [Config].BounceRelay, over SMTP, in the background: a bounded
 // queue, four attempts for temporary failures, none more after a 5xx reply.
-// Without a relay it is only recorded. [Server.Reports] and GET /api/reports
-// list the reports and their delivery; [Stats] counts them. A message from
-// the null reverse path gets no report.
+// Without a relay it is only recorded; [Server.SetBounceRelay] names a relay
+// that starts after the sink. [Server.Reports] and GET /api/reports list the
+// reports and their delivery, [Server.WaitReports] waits for their results;
+// [Stats] counts them. A message from the null reverse path gets no report.
 //
 // [Config].RejectRatio answers a random share of recipients with 451 and
 // [Config].MaxRate limits accepted messages per second, answering 421 at MAIL

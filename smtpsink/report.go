@@ -49,6 +49,8 @@ type Report struct {
 	Error string `json:"error"`
 	// Raw is the report message as sent: MAIL FROM:<>, RCPT TO:<To>.
 	Raw []byte `json:"-"`
+
+	relay string // where it is delivered: the relay when it was built
 }
 
 // Limits of what a report carries of the original message.

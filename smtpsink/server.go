@@ -85,7 +85,8 @@ type Config struct {
 	// reports of bounce+ and complain+ recipients, such as floodgate's
 	// bounce receiver. They are sent from the null reverse path to the
 	// original envelope sender, in plain SMTP without AUTH, in the
-	// background. Empty keeps them in the API only ([Server.Reports]).
+	// background. Empty keeps them in the API only ([Server.Reports]) until
+	// [Server.SetBounceRelay] names one.
 	BounceRelay string
 	// Logger receives the sink's logs; nil discards them. Recipients are
 	// logged only as a hash (rcpt_hash).
@@ -158,7 +159,8 @@ type Server struct {
 	bufs     sync.Pool // *bytes.Buffer to read messages into; the stored copy is exactly sized
 
 	reports     *reportStore
-	reportQ     chan *Report       // nil without a BounceRelay
+	relay       atomic.Pointer[string] // the bounce relay; "" records reports only
+	reportQ     chan *Report
 	abort       context.Context    // ends report delivery when shutdown is forced
 	abortCancel context.CancelFunc // cancels abort
 	delivering  sync.WaitGroup     // the report delivery goroutine
@@ -196,9 +198,8 @@ func New(cfg Config) (*Server, error) {
 		drained:  make(chan struct{}),
 	}
 	s.abort, s.abortCancel = context.WithCancel(context.Background())
-	if cfg.BounceRelay != "" {
-		s.reportQ = make(chan *Report, reportQueueSize)
-	}
+	s.relay.Store(&cfg.BounceRelay)
+	s.reportQ = make(chan *Report, reportQueueSize)
 	if cfg.MaxRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.MaxRate), max(1, int(math.Ceil(cfg.MaxRate))))
 	}
@@ -253,10 +254,10 @@ func (s *Server) Start() error {
 	s.started = true
 	s.smtpLn = ln
 	s.verifier.start(runtime.GOMAXPROCS(0))
-	if s.reportQ != nil {
-		s.warnIfRelayExposed()
-		s.delivering.Go(s.deliverReports)
+	if relay := s.bounceRelay(); relay != "" {
+		s.warnIfRelayExposed(relay)
 	}
+	s.delivering.Go(s.deliverReports)
 	s.warnIfExposed("smtp", ln.Addr())
 	s.serving.Go(func() {
 		// Shutdown closes the listener itself, which Serve may see first.
@@ -284,10 +285,29 @@ func (s *Server) Start() error {
 	return nil
 }
 
-func (s *Server) warnIfRelayExposed() {
-	host, _, _ := net.SplitHostPort(s.cfg.BounceRelay)
+// SetBounceRelay sets [Config].BounceRelay, for a relay that starts after
+// the sink (it sends to the sink, and the sink's reports go back to it).
+// Reports generated from then on are delivered to addr; "" records them
+// only. It returns an error wrapping [ErrInvalidConfig] when addr is not
+// HOST:PORT.
+func (s *Server) SetBounceRelay(addr string) error {
+	if addr != "" {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%w: BounceRelay %q is not HOST:PORT: %v", ErrInvalidConfig, addr, err)
+		}
+		s.warnIfRelayExposed(addr)
+	}
+	s.relay.Store(&addr)
+	return nil
+}
+
+// bounceRelay returns the relay reports are delivered to, "" for none.
+func (s *Server) bounceRelay() string { return *s.relay.Load() }
+
+func (s *Server) warnIfRelayExposed(relay string) {
+	host, _, _ := net.SplitHostPort(relay)
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		s.log.Warn("smtpsink: the bounce relay is not on loopback; reports go to it in plain SMTP", "relay", s.cfg.BounceRelay)
+		s.log.Warn("smtpsink: the bounce relay is not on loopback; reports go to it in plain SMTP", "relay", relay)
 	}
 }
 
@@ -383,10 +403,8 @@ func (s *Server) drain() {
 	// No session runs any more, so nothing can ask for a verification or
 	// queue a report.
 	s.verifier.stop()
-	if s.reportQ != nil {
-		close(s.reportQ)
-		s.delivering.Wait()
-	}
+	close(s.reportQ)
+	s.delivering.Wait()
 	s.abortCancel()
 }
 
