@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,9 +120,9 @@ func getUntil(t *testing.T, url, want string) string {
 	}
 }
 
-// TestBounceLoop: an email to a dead address is sent with its VERP return
-// path, the relay's DSN reaches the bounce receiver, and the next enqueue
-// to that address is suppressed.
+// TestBounceLoop: in -dev, an email to the sink's bounce+ address is sent
+// with its VERP return path, the sink's DSN reaches the embedded bounce
+// receiver, and the next enqueue to that address is suppressed.
 func TestBounceLoop(t *testing.T) {
 	s := startDev(t)
 	if s.BounceAddr == "" {
@@ -129,7 +130,8 @@ func TestBounceLoop(t *testing.T) {
 	}
 	client := devClient(t, s)
 	ctx := context.Background()
-	const to = "gone@example.test"
+	const to = "bounce+gone@example.test"
+	start := time.Now()
 	r, err := client.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: to, Data: map[string]string{"reset_url": "https://app.example/r/1"}})
 	if err != nil || r.Outcome != queue.Queued {
 		t.Fatalf("enqueue: %+v, %v", r, err)
@@ -144,19 +146,23 @@ func TestBounceLoop(t *testing.T) {
 	if !strings.HasPrefix(rp, "bounces+") || !strings.HasSuffix(rp, "@bounce.example.test") || strings.Contains(rp, "gone") {
 		t.Fatalf("return path %q, want bounces+<token>@bounce.example.test naming no address", rp)
 	}
-
-	start := time.Now()
-	if err := sendDSN(t, s.BounceAddr, rp, to, "5.1.1"); err != nil {
-		t.Fatalf("DSN: %v", err)
+	// The receiver records the DSN before it answers the final dot, so a
+	// delivered report has done its work.
+	reps, err := s.Stack.Sink.WaitReports(wctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reps[0].Status != smtpsink.ReportDelivered || reps[0].To != rp || reps[0].Type != smtpsink.ReportBounce {
+		t.Fatalf("report %+v, want a bounce delivered to %s", reps[0], rp)
 	}
 	r, err = client.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: to, Data: map[string]string{"reset_url": "https://app.example/r/2"}})
 	if err != nil || r.Outcome != queue.Suppressed {
 		t.Fatalf("enqueue after the DSN: %+v, %v; want suppressed", r, err)
 	}
-	t.Logf("DSN sent to suppressed enqueue: %v", time.Since(start))
+	t.Logf("enqueue to suppressed enqueue: %v", time.Since(start))
 
 	base := "http://" + s.HTTPAddr
-	body := getUntil(t, base+"/v1/suppressions?address="+to, `"suppressed":true`)
+	body := getUntil(t, base+"/v1/suppressions?address="+url.QueryEscape(to), `"suppressed":true`)
 	var sup struct{ Entry guard.Suppression }
 	if err := json.Unmarshal([]byte(body), &sup); err != nil || sup.Entry.Source != guard.SourceDSN || sup.Entry.Reason != "hard_bounce" {
 		t.Errorf("suppression entry %s: want hard_bounce from dsn", body)
@@ -180,6 +186,22 @@ func TestBounceLoop(t *testing.T) {
 	r, err = client.Enqueue(ctx, queue.Email{Kind: queue.KindPasswordReset, To: "other@example.test", Data: map[string]string{"reset_url": "https://app.example/r/3"}})
 	if err != nil || r.Outcome != queue.Queued {
 		t.Errorf("enqueue to the forged DSN's recipient: %+v, %v; want queued", r, err)
+	}
+
+	// complain+: the sink's abuse report suppresses the recipient too.
+	const angry = "complain+angry@example.test"
+	n := queue.Email{Kind: queue.KindNotification, To: angry, Data: map[string]string{"subject": "s", "body": "b"}}
+	if r, err = client.Enqueue(ctx, n); err != nil || r.Outcome != queue.Queued {
+		t.Fatalf("enqueue to %s: %+v, %v", angry, r, err)
+	}
+	if reps, err = s.Stack.Sink.WaitReports(wctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if reps[0].Status != smtpsink.ReportDelivered || reps[0].Type != smtpsink.ReportComplaint {
+		t.Fatalf("report %+v, want a complaint delivered", reps[0])
+	}
+	if r, err = client.Enqueue(ctx, n); err != nil || r.Outcome != queue.Suppressed {
+		t.Errorf("enqueue after the complaint: %+v, %v; want suppressed", r, err)
 	}
 }
 

@@ -175,6 +175,14 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		defer cancel()
 		fb.shutdown(ctx)
 	}()
+	if cfg.Dev && fb.bounceAddr() != "" {
+		// The sink's DSNs and complaints (bounce+ and complain+ recipients)
+		// go to the embedded receiver, which closes the loop: the next email
+		// to such a recipient is suppressed.
+		if err := stack.Sink.SetBounceRelay(fb.bounceAddr()); err != nil {
+			return err
+		}
+	}
 	reg.MustRegister(g.BounceCollector())
 	w, err := worker.New(worker.Config{
 		Dispatcher:       g,
@@ -326,7 +334,17 @@ Send a password-reset email from another terminal:
       -hash-key-file %[8]s -payload-key-file %[9]s \
       -kind password_reset -to alice@example.test -data reset_url=https://app.example/r/abc
 
-then open http://%[3]s/ to see it with its DKIM results. Ctrl-C stops everything.
+then open http://%[3]s/ to see it with its DKIM results.
+
+Try the bounce loop: the sink accepts mail to bounce+…@ (complain+…@ for a complaint),
+then sends a DSN to its return path at the bounce receiver, which suppresses the recipient.
+Run this twice: the first is "queued", the second "suppressed".
+
+  go run ./cmd/enqueue -redis %[1]s \
+      -hash-key-file %[8]s -payload-key-file %[9]s \
+      -kind password_reset -to bounce+x@example.test -data reset_url=https://app.example/r/abc
+
+The DSN is listed at http://%[3]s/api/reports. Ctrl-C stops everything.
 
 `, s.RedisURL(), s.Sink.SMTPAddr(), s.Sink.HTTPAddr(), httpAddr, s.Domain, bounceAddr, bounceDomain, s.HashKeyFile, s.PayloadKeyFile)
 }

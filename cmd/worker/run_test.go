@@ -111,7 +111,8 @@ func TestDevModeEndToEnd(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	banner := out.String()
-	for _, want := range []string{s.RedisURL, "go run ./cmd/enqueue -redis " + s.RedisURL, s.Stack.Sink.HTTPAddr()} {
+	for _, want := range []string{s.RedisURL, "go run ./cmd/enqueue -redis " + s.RedisURL, s.Stack.Sink.HTTPAddr(),
+		"-to bounce+x@example.test", s.BounceAddr, s.Stack.Sink.HTTPAddr() + "/api/reports"} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("banner lacks %q:\n%s", want, banner)
 		}
