@@ -282,3 +282,36 @@ func TestReceiverLimits(t *testing.T) {
 		t.Errorf("connection beyond MaxConns greeted %q, want 421", buf[:n])
 	}
 }
+
+// A report that names the token's recipient among others changes only
+// that recipient; an abuse report about another recipient changes nothing.
+func TestReceiverOnlyTheTokensRecipient(t *testing.T) {
+	s := newStack(t, ServerConfig{})
+	now := time.Now()
+	rp, _ := s.returnPath(t, queue.KindPasswordReset, "alice@example.com", now)
+	msg := bytes.Replace(testutil.DSN(rp, "mallory@example.com", "5.1.1"), []byte("\r\n--dsn-boundary--"),
+		[]byte("\r\nFinal-Recipient: rfc822; alice@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--dsn-boundary--"), 1)
+	if err := s.send(t, msg, rp); err != nil {
+		t.Fatalf("DSN: %v", err)
+	}
+	if _, ok := s.suppressed(t, "alice@example.com"); !ok {
+		t.Error("the token's recipient, second in the DSN, was not suppressed")
+	}
+	if e, ok := s.suppressed(t, "mallory@example.com"); ok {
+		t.Errorf("a recipient the token was not minted for was suppressed: %+v", e)
+	}
+
+	rp, _ = s.returnPath(t, queue.KindNotification, "bob@example.com", now)
+	before := s.refused(t)["recipient_mismatch"]
+	if err := s.send(t, testutil.ARF(rp, "mallory@example.com"), rp); err != nil {
+		t.Fatalf("ARF: %v", err)
+	}
+	if n := s.refused(t)["recipient_mismatch"] - before; n != 1 {
+		t.Errorf("refused[recipient_mismatch] grew by %d for an abuse report about another recipient, want 1", n)
+	}
+	for _, a := range []string{"bob@example.com", "mallory@example.com"} {
+		if e, ok := s.suppressed(t, a); ok {
+			t.Errorf("an abuse report about another recipient suppressed %s: %+v", a, e)
+		}
+	}
+}
