@@ -172,10 +172,8 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Kinds == nil {
 		cfg.Kinds = DefaultKinds()
 	}
-	for name, spec := range cfg.Kinds {
-		if err := spec.validate(name); err != nil {
-			return nil, err
-		}
+	if err := cfg.Kinds.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second

@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -85,6 +87,19 @@ func (s KindSpec) AttemptTimeout() time.Duration {
 
 // Kinds maps a kind's name to its spec.
 type Kinds map[string]KindSpec
+
+// Validate checks every kind: a name of lower-case letters, digits, '_'
+// and '-' (so that it can go into a header field, a key or a label as it
+// is), a known class and a positive TTL. It reports the first problem in
+// name order.
+func (k Kinds) Validate() error {
+	for _, name := range slices.Sorted(maps.Keys(k)) {
+		if err := k[name].validate(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // DefaultKinds returns a new map with the built-in kinds.
 func DefaultKinds() Kinds {

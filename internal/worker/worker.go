@@ -34,6 +34,7 @@ import (
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/pii"
 	"github.com/floodgate-dev/floodgate/queue"
+	"github.com/floodgate-dev/floodgate/smtpsink"
 	"github.com/floodgate-dev/floodgate/templates"
 )
 
@@ -195,6 +196,10 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.Kinds == nil {
 		cfg.Kinds = queue.DefaultKinds()
+	}
+	// A kind's name goes into every message's header as it is.
+	if err := cfg.Kinds.Validate(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 20
@@ -579,6 +584,9 @@ func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec
 		HTML:      r.HTML,
 		MessageID: p.ID + "@" + w.cfg.MessageIDDomain,
 		Date:      w.cfg.Now(),
+		// The kind is one of Config.Kinds (checked at take), whose names
+		// New validated: no CR, LF or space can reach the header.
+		Headers: []delivery.Header{{Name: smtpsink.KindHeader, Value: p.Kind}},
 	}
 	if u := p.Data["unsubscribe_url"]; u != "" && spec.Class == queue.ClassNotify {
 		// RFC 8058 one-click unsubscribe.

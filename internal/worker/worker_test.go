@@ -2,8 +2,10 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"mime"
 	"mime/multipart"
+	"net/http/httptest"
 	"net/mail"
 	"strings"
 	"sync"
@@ -657,5 +659,49 @@ func TestPruneArchive(t *testing.T) {
 	}
 	if left, _ := insp.ListArchivedTasks(queue.ClassSecurity.QueueName()); len(left) != 0 {
 		t.Errorf("%d archived left", len(left))
+	}
+}
+
+// TestKindHeader: every message names its kind in the header field the
+// sink reads, so the sink's kind search (Query.Kind, GET
+// /api/messages?kind=) finds each email by kind; a kind whose name could
+// break a header is refused at New.
+func TestKindHeader(t *testing.T) {
+	e := newEnv(t)
+	emails := map[string]queue.Email{
+		queue.KindPasswordReset: resetEmail("alice@example.com"),
+		queue.KindVerifyEmail:   {Kind: queue.KindVerifyEmail, To: "bob@example.com", Data: map[string]string{"verify_url": "https://app.example/v/1"}},
+		queue.KindNotification:  {Kind: queue.KindNotification, To: "carol@example.com", Data: map[string]string{"subject": "s", "body": "b"}},
+	}
+	for _, em := range emails {
+		r := e.enqueue(t, em)
+		if seq := e.waitOutcome(t, r.ID); seq[len(seq)-1] != queue.Sent {
+			t.Fatalf("%s: outcomes %v, want sent", em.Kind, seq)
+		}
+	}
+	for kind, em := range emails {
+		msgs := e.sink.Messages(smtpsink.Query{Kind: kind})
+		if len(msgs) != 1 || msgs[0].RcptTo[0] != em.To || msgs[0].Kind != kind {
+			t.Errorf("sink messages of kind %s: %+v, want the one to %s", kind, msgs, em.To)
+			continue
+		}
+		full, _ := e.sink.Message(msgs[0].ID)
+		if _, _, hdr := parts(t, full.Raw); hdr.Get(smtpsink.KindHeader) != kind {
+			t.Errorf("%s header = %q, want %q", smtpsink.KindHeader, hdr.Get(smtpsink.KindHeader), kind)
+		}
+		rec := httptest.NewRecorder()
+		e.sink.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/messages?kind="+kind, nil))
+		var listed []smtpsink.Message
+		if err := json.Unmarshal(rec.Body.Bytes(), &listed); err != nil || len(listed) != 1 || listed[0].ID != msgs[0].ID {
+			t.Errorf("GET /api/messages?kind=%s = %d %s, want the one message", kind, rec.Code, rec.Body)
+		}
+	}
+
+	for _, name := range []string{"reset\r\nBcc: evil@attacker.example", "Reset", "re set", ""} {
+		cfg := e.wcfg
+		cfg.Kinds = queue.Kinds{name: {Class: queue.ClassSecurity, TTL: time.Hour}}
+		if _, err := worker.New(cfg); err == nil || !strings.Contains(err.Error(), "name must be") {
+			t.Errorf("kind %q: New = %v, want the name refused", name, err)
+		}
 	}
 }
