@@ -39,7 +39,9 @@ type Config struct {
 type Stack struct {
 	// Redis is the embedded Redis.
 	Redis *miniredis.Miniredis
-	// Sink is the embedded SMTP sink, verifying the generated keys.
+	// Sink is the embedded SMTP sink, verifying the generated keys. Its
+	// reports have no relay until the worker, once its bounce receiver
+	// listens, names it (smtpsink.Server.SetBounceRelay).
 	Sink *smtpsink.Server
 	// Keys are the generated DKIM keys (RSA-2048 and Ed25519).
 	Keys []delivery.Key
