@@ -29,3 +29,18 @@ func TestAmbiguousRetriesFlag(t *testing.T) {
 		t.Error("-ambiguous-retries -1 accepted")
 	}
 }
+
+func TestLoopbackFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"[::]:2526":      "127.0.0.1:2526",
+		"0.0.0.0:2526":   "127.0.0.1:2526",
+		":2526":          "127.0.0.1:2526",
+		"127.0.0.1:2526": "127.0.0.1:2526",
+		"[::1]:2526":     "[::1]:2526",
+		"10.0.0.5:2526":  "10.0.0.5:2526",
+	} {
+		if got := loopbackFor(in); got != want {
+			t.Errorf("loopbackFor(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

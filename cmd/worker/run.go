@@ -179,7 +179,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		// The sink's DSNs and complaints (bounce+ and complain+ recipients)
 		// go to the embedded receiver, which closes the loop: the next email
 		// to such a recipient is suppressed.
-		if err := stack.Sink.SetBounceRelay(fb.bounceAddr()); err != nil {
+		if err := stack.Sink.SetBounceRelay(loopbackFor(fb.bounceAddr())); err != nil {
 			return err
 		}
 	}
@@ -261,6 +261,16 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		_ = srv.Shutdown(shutCtx)
 	}
 	return werr
+}
+
+// loopbackFor returns addr with an unspecified host (":2526" binds
+// "[::]:2526") replaced by loopback, the address to dial it on this machine.
+func loopbackFor(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
 
 // ambiguousRetries maps the flag (0: none) to worker.Config (0: default).
