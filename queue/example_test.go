@@ -180,4 +180,6 @@ func ExampleEmail_trust() {
 
 // deviceKnown stands for the application's check of a device cookie it
 // issued (signed, bound to the account, unexpired).
-func deviceKnown(email, cookie string) bool { return email == "carol@example.com" && cookie == "d-8c2f" }
+func deviceKnown(email, cookie string) bool {
+	return email == "carol@example.com" && cookie == "d-8c2f"
+}
