@@ -72,6 +72,10 @@ type Config struct {
 	// Keyring opens and seals the payloads of held emails on release;
 	// give it the producers' and workers' keys (nil: plaintext payloads).
 	Keyring *queue.Keyring
+	// MessageIDDomain is the right-hand side of the Message-IDs the
+	// workers give emails ("<id@domain>"), so that a [Guard.Trace] names
+	// each send's; empty: traces give the id only.
+	MessageIDDomain string
 	// Now returns the current time for suppression timestamps; nil means
 	// time.Now. Decisions use Redis TIME.
 	Now func() time.Time
@@ -122,6 +126,7 @@ type Guard struct {
 	keyring      *queue.Keyring
 	notify       *notifier
 	onTransition func(BreakerTransition)
+	msgDomain    string
 	// bounces and bounceScript count bounces and complaints (bounces.go).
 	bounces      *bounceMetrics
 	bounceScript *redis.Script
@@ -222,6 +227,7 @@ func New(cfg Config) (*Guard, error) {
 		dg:           rkeys.NewDigests(cfg.HashKey),
 		keyring:      cfg.Keyring,
 		onTransition: cfg.OnTransition,
+		msgDomain:    cfg.MessageIDDomain,
 	}
 	g.bounces, g.bounceScript = bm, rkeys.BounceScript()
 	g.global = gcraArgs(cfg.Policy.Global)
@@ -262,8 +268,8 @@ func New(cfg Config) (*Guard, error) {
 		}
 		// The admission script's command, its keys filled in per email
 		// (see Admit): the kind's fixed keys are constants of the script.
-		pl.admitArgs = make([]any, 3+3+len(pl.groups))
-		pl.admitArgs[0], pl.admitArgs[1], pl.admitArgs[2] = "evalsha", pl.admit.Hash(), strconv.Itoa(3+len(pl.groups))
+		pl.admitArgs = make([]any, 3+4+len(pl.groups))
+		pl.admitArgs[0], pl.admitArgs[1], pl.admitArgs[2] = "evalsha", pl.admit.Hash(), strconv.Itoa(4+len(pl.groups))
 		g.plans[name] = pl
 	}
 	if n != nil {
@@ -318,6 +324,7 @@ func admitConfig(name string, kp KindPolicy, logLen int) rkeys.AdmitConfig {
 		// script still recognises its own admission.
 		c.RecipientTTL = 60000
 	}
+	c.Breaker.TraceTTLMS = max(c.RecipientTTL, kp.TTL.Milliseconds())
 	for _, r := range kp.PerSource {
 		c.SourceTTL = max(c.SourceTTL, r.Per.Milliseconds())
 		c.SourceLen = max(c.SourceLen, r.N)
@@ -385,6 +392,7 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 	for i, gk := range sk.groups {
 		args[6+i] = gk
 	}
+	args[6+len(sk.groups)] = g.traceKey(a.Kind, canon, a.Account, rkey)
 	args = append(args, rkeys.EmailTag(a.ID), a.ID, a.Payload, g.sampleFlag(), rh, string(a.Trust), sk.who, sk.narrowArg)
 	res, sfx, err := g.reply(ctx, "admit", a.Kind, a.ID, rh, g.evalsha(ctx, pl.admit, args))
 	if err != nil {
@@ -436,7 +444,8 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 	if err != nil {
 		return queue.Verdict{}, err
 	}
-	domain := g.domainOf(p.To)
+	canon := Canonical(p.To, g.policy.RecipientRules)
+	domain := canon[strings.LastIndexByte(canon, '@')+1:]
 	dl, ok := g.domains[domain]
 	if !ok {
 		dl = g.domains["default"]
@@ -445,8 +454,8 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 	if err != nil {
 		return queue.Verdict{}, fmt.Errorf("guard: dispatch: %w", err)
 	}
-	rh := g.HashRecipient(p.To)
-	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain)}
+	rh := g.dg.RcptHash(canon)
+	keys := []string{rkeys.Claim(p.ID), rkeys.Global, rkeys.Domain(domain), g.dg.Trace(p.Kind, canon)}
 	laned := "0"
 	if p.Lane != "" {
 		laned = "1"
@@ -530,14 +539,14 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 		return err
 	}
 	reason = token(reason)
-	rh := g.HashRecipient(p.To)
-	keys := []string{rkeys.Claim(p.ID)}
+	canon := Canonical(p.To, g.policy.RecipientRules)
+	rh := g.dg.RcptHash(canon)
+	keys := []string{rkeys.Claim(p.ID), g.dg.Trace(p.Kind, canon)}
 	relay := relayResult(o, reason)
 	meta := ""
 	if o == "sent" {
 		// What feedback on this email will need: its source and group
 		// (trust) and its recipient log (a report suppresses it).
-		canon := Canonical(p.To, g.policy.RecipientRules)
 		meta = pl.sourceKeysOf(g.dg, p.Source).digest + rkeys.Digest(g.recipientKey(p.Kind, canon, p.Account)) + p.Kind
 	}
 	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
@@ -595,6 +604,15 @@ func (g *Guard) recipientKey(kind, canon, account string) string {
 		return g.dg.Account(kind, account)
 	}
 	return g.dg.Recipient(kind, canon)
+}
+
+// traceKey returns the key of the recipient's trace of kind: derived
+// from its recipient log key, unless caps key on an account.
+func (g *Guard) traceKey(kind, canon, account, rkey string) string {
+	if account != "" {
+		return g.dg.Trace(kind, canon)
+	}
+	return rkeys.Trace(rkey)
 }
 
 // domainOf returns the canonical domain of a recipient, the key of its

@@ -210,16 +210,17 @@ func (g *Guard) eachHeld(ctx context.Context, pl *plan, op string, limit int, f 
 		p := g.rdb.Pipeline()
 		for i := 0; i+1 < len(kvs) && (limit <= 0 || taken+len(items) < limit); i += 2 {
 			id, body := kvs[i], heldPayload(kvs[i+1])
-			itemOp, rkey, ukey, rh, trust := op, pl.heldKey, pl.heldKey, "", ""
+			itemOp, rkey, ukey, tkey, rh, trust := op, pl.heldKey, pl.heldKey, rkeys.None, "", ""
 			sk := sourceKeys{log: pl.heldKey, narrowLog: rkeys.None}
 			if pp, err := g.keyring.Decode(body); err == nil {
 				canon := Canonical(pp.To, g.policy.RecipientRules)
 				rkey, ukey, rh, trust = g.recipientKey(pl.name, canon, pp.Account), g.dg.Suppression(canon), g.dg.RcptHash(canon), string(pp.Trust)
+				tkey = g.traceKey(pl.name, canon, pp.Account, rkey)
 				sk = pl.sourceKeysOf(g.dg, pp.Source)
 			} else if op != "purge" {
 				itemOp = "invalid"
 			}
-			keys := []string{rkey, ukey, rkeys.Claim(id), sk.log, sk.narrowLog}
+			keys := []string{rkey, ukey, rkeys.Claim(id), sk.log, sk.narrowLog, tkey}
 			items = append(items, item{id, body, pl.release.EvalSha(ctx, p, keys, rkeys.EmailTag(id), id, itemOp, rh, trust)})
 		}
 		if len(items) > 0 {

@@ -29,6 +29,7 @@ import (
 //	POST   /v1/confirm                       {"id": ID}: the email's link was used ([Guard.Confirm])
 //	POST   /v1/report                        {"id": ID}: its recipient did not ask for it ([Guard.Report])
 //	POST   /v1/hash                          {"address": A}: {"hash": H}, A's name in logs ([Guard.HashRecipient])
+//	POST   /v1/trace                         {"address": A}: A's [Trace]: decisions, caps, suppression, held emails, sends
 //
 // Responses are JSON; errors are {"error": "..."} with 400 for bad input,
 // 404 for an unknown kind or email and 503 when Redis does not answer. The API has no authentication of its own:
@@ -48,6 +49,7 @@ func (g *Guard) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/confirm", g.serveFeedback(g.Confirm))
 	mux.HandleFunc("POST /v1/report", g.serveFeedback(g.Report))
 	mux.HandleFunc("POST /v1/hash", g.serveHash)
+	mux.HandleFunc("POST /v1/trace", g.serveTrace)
 	return mux
 }
 
@@ -271,6 +273,27 @@ func (g *Guard) serveHash(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"hash": g.HashRecipient(req.Address)})
+}
+
+// serveTrace answers "what happened to this recipient's emails"; like
+// serveHash, the address travels in the body only, so that no access log
+// keeps it.
+func (g *Guard) serveTrace(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("address") != "" {
+		writeError(w, errors.New("guard: the address goes in the JSON body, not the URL"))
+		return
+	}
+	req, err := readAddress(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	tr, err := g.Trace(r.Context(), req.Address)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tr)
 }
 
 // serveFeedback serves POST {"id": ID} for Confirm or Report; the id is in

@@ -69,6 +69,10 @@ func (d *Digests) key(typ byte, kind, s string) string {
 // Recipient is [Recipient] under d.
 func (d *Digests) Recipient(kind, canonical string) string { return d.key('r', kind, canonical) }
 
+// Trace is [Trace] of [Digests.Recipient]: the trace key of a canonical
+// recipient under d.
+func (d *Digests) Trace(kind, canonical string) string { return d.key('t', kind, canonical) }
+
 // Account is [Account] under d.
 func (d *Digests) Account(kind, account string) string {
 	return d.key('r', kind, "\x00account\x00"+account)

@@ -98,6 +98,26 @@ const None = Tag + ":none"
 // kind's TTL.
 func HeldMarker(recipientKey string) string { return swapType(recipientKey, 'H') }
 
+// Trace returns the key of a canonical recipient's trace for one kind, from
+// its [Recipient] key: "{fg}t" + the same digest. It is keyed on the
+// address even when the email names an account (whose caps use [Account]),
+// so an operator can ask about an address. The value is the newest-first
+// list of the decisions about the recipient's emails, one line each:
+//
+//	<stage><ms since LogEpoch> <outcome>:<reason> <email id>\n
+//
+// stage a (admission), d (dispatch), s (settle) or r (release), written by
+// the scripts that take those decisions. The scripts keep the newest
+// [TraceKeep] bytes (a cut entry at the end, without its newline, is
+// ignored by the reader) and set the key to expire with the kind's longest
+// per-recipient window or its TTL, whichever is longer. It holds no
+// address, name, source or link.
+func Trace(recipientKey string) string { return swapType(recipientKey, 't') }
+
+// TraceKeep bounds a trace: the bytes of older entries a decision keeps
+// when it adds its own (about 30 entries).
+const TraceKeep = 2048
+
 // SourceTrust returns the key of the trust a source earned for a kind,
 // from its [Source] key: "{fg}T" + the same digest. The value is the Redis
 // ms at which one of its emails was first redeemed; it lasts the policy's

@@ -155,6 +155,10 @@ type BreakerConfig struct {
 	// the end of a half-open window, only when the rate is at most this
 	// multiple of the baseline.
 	CloseFactor float64
+	// TraceTTLMS is how long a recipient's [Trace] lives after its newest
+	// entry: the kind's longest per-recipient window or its TTL, whichever
+	// is longer, so it outlives both the caps it explains and the email.
+	TraceTTLMS int64
 }
 
 // rawSuffix returns a Lua expression for the breaker suffix of the
@@ -216,6 +220,7 @@ func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 	fmt.Fprintf(b, "local RDCOL, RDNEED, RDALPHA, RDFALL = %s, %s, %s, %s\n", num(c.RedeemCollapse), num(c.RedeemNeed), num(min(max(c.RedeemAlpha, 1e-9), 1)), num(c.RedeemFall))
 	fmt.Fprintf(b, "local RPMIN, RPSRC, RPRAT, CLOSEF = %d, %d, %s, %s\n", c.ReportMin, c.ReportSources, num(c.ReportRatio), num(c.CloseFactor))
 	fmt.Fprintf(b, "local RGPFX, RPPFX = '%s', '%s'\n", RedemptionSources(kind), ReportSources(kind))
+	fmt.Fprintf(b, "local TRKEEP, TRTTL, TREPOCH = %d, %d, %d\n", TraceKeep, max(c.TraceTTLMS, 1), LogEpoch*1000)
 	// The kind's fixed keys are constants of its scripts rather than
 	// arguments: every key shares the hash tag, so each script runs on the
 	// node of the keys it declares, and the arguments a decision sends are
@@ -286,6 +291,8 @@ type admitData struct {
 	Untrusted                 *struct{ N, Len, From int64 }
 	RecipientKeep, SourceKeep int
 	RecipientTTL, SourceTTL   int64
+	// TraceKey is the index of the [Trace] key in KEYS.
+	TraceKey int
 }
 
 func (c AdmitConfig) data() admitData {
@@ -310,6 +317,7 @@ func (c AdmitConfig) data() admitData {
 		d.Untrusted = &struct{ N, Len, From int64 }{n, n * 6, (n-1)*6 + 1}
 	}
 	d.Logs = len(c.Source) > 0 || len(c.Groups) > 0
+	d.TraceKey = AdmitGroupKey + len(c.Groups)
 	return d
 }
 
@@ -382,6 +390,10 @@ func AdmitLua(c AdmitConfig) string {
 // clamp; then holds, clamps or sheds by its mode, marking the recipient
 // ([HeldMarker]) so that its re-request is recognised.
 //
+// Every decision but a replay and a plain admission (queued, no lane, caps
+// on the recipient: its log has it) is added to the recipient's [Trace],
+// with the tag of the newest admission in the log before it.
+//
 // On the common path (breaker closed, same window, no trip) it makes
 // MGET, TIME, INCR of the window count, INCR of the budget for a new
 // recipient, a SET per log and one INCR, and creates no Lua closure.
@@ -391,6 +403,7 @@ func AdmitLua(c AdmitConfig) string {
 // KEYS[3] -> suppression ([Suppression])
 // KEYS[4...] -> [Group] logs, one per configured prefix ([None] if the
 // source has no such group)
+// KEYS[4+groups] -> the recipient's [Trace]
 // (The kind's fixed keys are constants of the script; the recipient's
 // [HeldMarker], the source's [SourceTrust] and its narrowest group's
 // [GroupTrust] are derived from KEYS.)
@@ -443,6 +456,7 @@ func DispatchLua(kind string, c BreakerConfig) string {
 // KEYS[1] -> claim ([Claim])
 // KEYS[2] -> [Global]
 // KEYS[3] -> domain rate ([Domain])
+// KEYS[4] -> the recipient's [Trace]
 // --
 // ARGV[1]  -> claim value of this attempt ([AttemptValue])
 // ARGV[2]  -> lease, ms
@@ -465,6 +479,10 @@ func DispatchLua(kind string, c BreakerConfig) string {
 // "shed:hold_full", "<terminal outcome>:replay", "deferred:claimed:<ms>",
 // "deferred:relay:<ms>", "deferred:breaker:<ms>", "deferred:global:<ms>"
 // or "deferred:domain:<ms>" (ms ≥ 1).
+//
+// Every decision but a replay is added to the recipient's [Trace] (an
+// allowed attempt as "dispatched"), except a deferral that repeats the
+// trace's newest entry.
 func DispatchScript(kind string, c BreakerConfig) *redis.Script {
 	return redis.NewScript(DispatchLua(kind, c))
 }
@@ -495,6 +513,7 @@ func SettleLua(kind string, c BreakerConfig) string {
 // breaker.
 //
 // KEYS[1] -> claim ([Claim])
+// KEYS[2] -> the recipient's [Trace]
 // --
 // ARGV[1] -> claim value of this attempt ([AttemptValue])
 // ARGV[2] -> "sent", "failed", "expired" or "retry"
@@ -508,6 +527,8 @@ func SettleLua(kind string, c BreakerConfig) string {
 // ARGV[10] -> relay result: "f" (the relay failed), "s" (it answered) or ""
 // ARGV[11] -> the email's digests: source, narrowest group ([NoGroup] if
 // none) and recipient log, 9 bytes each ([Digest])
+//
+// A recorded result is added to the recipient's [Trace].
 //
 // Returns "recorded" when the result was counted, "noop" otherwise,
 // followed by the breaker suffix.
@@ -620,6 +641,8 @@ func ReleaseLua(c AdmitConfig) string {
 //     quota it used when held): a refusal is counted as that outcome, an
 //     admission writes the recipient log and is counted in [Admitted].
 //
+// Every outcome but a dry run's is added to the recipient's [Trace].
+//
 // A released email is moved to [Releasing]; the caller enqueues it and
 // then removes it from there. The held outcome is uncounted in [Stats] and
 // the email's new fate counted instead, so each request keeps exactly one
@@ -630,6 +653,7 @@ func ReleaseLua(c AdmitConfig) string {
 // KEYS[3] -> claim ([Claim])
 // KEYS[4] -> source log ([Source]), whose [SourceTrust] is read
 // KEYS[5] -> the narrowest [Group] log, whose [GroupTrust] is read, or [None]
+// KEYS[6] -> the recipient's [Trace], or [None] (payload not readable)
 // --
 // ARGV[1] -> email tag ([EmailTag])
 // ARGV[2] -> email id

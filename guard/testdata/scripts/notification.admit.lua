@@ -14,6 +14,7 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 0, 0, 1, 0, 1
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
 local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
 local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
+local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:notification', '{fg}:bi:notification', '{fg}:bn:notification', '{fg}:bf:notification', '{fg}:bq:notification', '{fg}:bs:notification', '{fg}:bd:notification', '{fg}:rd:notification', '{fg}:bfs:notification', '{fg}:bfr:notification'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:notification', '{fg}:hr:notification', '{fg}:stats', '{fg}:log', '{fg}:n:notification', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:notification', '{fg}:blq:notification', '{fg}:bld:notification'
@@ -22,7 +23,7 @@ local dirty, trans = false, nil
 -- Admission of one notification email: suppression, dedup window, every
 -- per-recipient, per-source and per-source-group window, the source's
 -- redemption record, then the kind's breaker (see rkeys.AdmitScript).
-local rkey, skey, ukey = KEYS[1], KEYS[2], KEYS[3]
+local rkey, skey, ukey, tkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local hkey, stkey, logkey, akey, kkey, qkey = HK, STK, LOGK, AK, KK, PK
 local tag, id, payload, sample, rcpt, trust, who, narrow = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 
@@ -585,6 +586,16 @@ end
 -- Everything that passed the caps uses its source's quota, held and shed
 -- alike, so one source cannot park more than its cap.
 if eligible and reason ~= 'replay' then
+end
+-- The recipient's trace, newest first: every decision but a plain
+-- admission, which the recipient log records already (unless caps key on
+-- an account). An entry names the newest admission before it, so that a
+-- reader can interleave the two.
+if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tkey, 6) ~= string.sub(rkey, 6)) then
+  local after = '-'
+  if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
+  redis.call('SET', tkey, 'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id .. '\n'
+    .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', LOGLEN, '*', 'stage', 'admit', 'kind', KIND,

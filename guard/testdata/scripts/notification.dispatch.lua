@@ -14,26 +14,45 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 0, 0, 1, 0, 1
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
 local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
 local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
+local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:notification', '{fg}:bi:notification', '{fg}:bn:notification', '{fg}:bf:notification', '{fg}:bq:notification', '{fg}:bs:notification', '{fg}:bd:notification', '{fg}:rd:notification', '{fg}:bfs:notification', '{fg}:bfr:notification'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:notification', '{fg}:hr:notification', '{fg}:stats', '{fg}:log', '{fg}:n:notification', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:notification', '{fg}:blq:notification', '{fg}:bld:notification'
 local B, NOW, NOWUS, CNT, DCNT
 local dirty, trans = false, nil
 -- Dispatch of one notification send attempt (see rkeys.DispatchScript).
-local ckey, gkey, dkey, hkey, stkey, logkey, pkey = KEYS[1], KEYS[2], KEYS[3], HK, STK, LOGK, SK
+local ckey, gkey, dkey, tkey, hkey, stkey, logkey, pkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], HK, STK, LOGK, SK
 local attempt, lease, exp, margin = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local gi, gb, di, db = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local id, payload, sample, rcpt, loglen, laned = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14] == '1'
 
+local cur = redis.call('MGET', ckey, BK, gkey, dkey, tkey)
+-- The recipient's trace: this decision first, the newest entries kept. A
+-- deferral repeating the newest entry (same email, same reason) is not
+-- written again, so a rate-limited email cannot push its history out.
+local function trace(outcome, reason)
+  local old = cur[5] or ''
+  if outcome == 'deferred' then
+    local o, i = string.match(old, '^d%d+ ([^\n]-) ([^\n]*)\n')
+    if o == outcome .. ':' .. reason and i == id then return end
+  end
+  local now = NOW
+  if not now then
+    local tt = redis.call('TIME')
+    now = tt[1] * 1000 + math.floor(tt[2] / 1000)
+  end
+  now = now - TREPOCH
+  redis.call('SET', tkey, 'd' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(old, 1, TRKEEP), 'PX', TRTTL)
+end
 local function record(field, outcome, reason, always)
   redis.call('HINCRBY', stkey, KIND .. '|d:' .. field, 1)
   if always or sample == '1' then
     redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'dispatch', 'kind', KIND,
       'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)
   end
+  trace(outcome, reason)
 end
 
-local cur = redis.call('MGET', ckey, BK, gkey, dkey)
 local claim = cur[1]
 local sfx = ((string.sub(cur[2] or 'c', 1, 1) == 'o' or string.sub(cur[2] or 'c', 1, 1) == 'h') and '|' .. string.sub(cur[2], 1, 2) or '')
 -- The count of ambiguous results rides on the claim: "m<n>" once released
@@ -485,6 +504,7 @@ redis.call('SET', gkey, string.format('%d', gnew), 'PX', math.ceil((gnew - now) 
 redis.call('SET', dkey, string.format('%d', dnew), 'PX', math.ceil((dnew - now) / 1000))
 if paced then redis.call('SET', pkey, string.format('%d', now + paced), 'PX', math.ceil(paced / 1000) + 1) end
 redis.call('SET', ckey, mine, 'PX', lease)
+trace('dispatched', '')
 if sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'dispatch', 'kind', KIND,
     'outcome', 'dispatched', 'reason', '', 'id', id, 'rcpt', rcpt)

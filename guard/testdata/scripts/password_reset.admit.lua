@@ -14,6 +14,7 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:password_reset:', '{fg}:rp:password_reset:'
+local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:password_reset', '{fg}:bi:password_reset', '{fg}:bn:password_reset', '{fg}:bf:password_reset', '{fg}:bq:password_reset', '{fg}:bs:password_reset', '{fg}:bd:password_reset', '{fg}:rd:password_reset', '{fg}:bfs:password_reset', '{fg}:bfr:password_reset'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:password_reset', '{fg}:hr:password_reset', '{fg}:stats', '{fg}:log', '{fg}:n:password_reset', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:password_reset', '{fg}:blq:password_reset', '{fg}:bld:password_reset'
@@ -22,7 +23,7 @@ local dirty, trans = false, nil
 -- Admission of one password_reset email: suppression, dedup window, every
 -- per-recipient, per-source and per-source-group window, the source's
 -- redemption record, then the kind's breaker (see rkeys.AdmitScript).
-local rkey, skey, ukey = KEYS[1], KEYS[2], KEYS[3]
+local rkey, skey, ukey, tkey = KEYS[1], KEYS[2], KEYS[3], KEYS[7]
 local hkey, stkey, logkey, akey, kkey, qkey = HK, STK, LOGK, AK, KK, PK
 local tag, id, payload, sample, rcpt, trust, who, narrow = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 
@@ -662,6 +663,16 @@ if eligible and reason ~= 'replay' then
   if KEYS[6] ~= NONE then
     redis.call('SET', KEYS[6], p48(now) .. string.sub(glog6, 1, 354), 'PX', 3600000)
   end
+end
+-- The recipient's trace, newest first: every decision but a plain
+-- admission, which the recipient log records already (unless caps key on
+-- an account). An entry names the newest admission before it, so that a
+-- reader can interleave the two.
+if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tkey, 6) ~= string.sub(rkey, 6)) then
+  local after = '-'
+  if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
+  redis.call('SET', tkey, 'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id .. '\n'
+    .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', LOGLEN, '*', 'stage', 'admit', 'kind', KIND,

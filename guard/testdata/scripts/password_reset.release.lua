@@ -14,6 +14,7 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:password_reset:', '{fg}:rp:password_reset:'
+local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:password_reset', '{fg}:bi:password_reset', '{fg}:bn:password_reset', '{fg}:bf:password_reset', '{fg}:bq:password_reset', '{fg}:bs:password_reset', '{fg}:bd:password_reset', '{fg}:rd:password_reset', '{fg}:bfs:password_reset', '{fg}:bfr:password_reset'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:password_reset', '{fg}:hr:password_reset', '{fg}:stats', '{fg}:log', '{fg}:n:password_reset', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:password_reset', '{fg}:blq:password_reset', '{fg}:bld:password_reset'
@@ -21,7 +22,7 @@ local B, NOW, NOWUS, CNT, DCNT
 local dirty, trans = false, nil
 -- One held password_reset email for a release, a dry run or a purge (see
 -- rkeys.ReleaseScript).
-local rkey, ukey, ckey, skey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local rkey, ukey, ckey, skey, gkey, tkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local hkey, hrkey, stkey, logkey, akey, kkey = HK, HRK, STK, LOGK, AK, KK
 local hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
 if gkey ~= NONE then tgkey = TAG .. 'U' .. string.sub(gkey, 6) end
@@ -39,7 +40,14 @@ local t = redis.call('TIME')
 NOW = t[1] * 1000 + math.floor(t[2] / 1000)
 NOWUS = (t[1] - 1577836800) * 1000000 + t[2]
 local nows = t[1] - 1577836800
+-- The recipient's trace (none for a payload that cannot be opened).
+local function trace(outcome, reason)
+  if tkey == NONE then return end
+  redis.call('SET', tkey, 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n'
+    .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
+end
 local function refuse(outcome, reason)
+  trace(outcome, reason)
   redis.call('HDEL', hkey, id)
   redis.call('HINCRBY', stkey, KIND .. '|' .. at .. ':held:breaker', -1)
   local field = KIND .. '|' .. at .. ':' .. outcome
@@ -93,6 +101,7 @@ if at == 'd' then
   redis.call('HINCRBY', stkey, KIND .. '|d:held:breaker', -1)
   if redis.call('GET', ckey) == '4' then redis.call('DEL', ckey) end
   redis.call('HSET', hrkey, id, payload)
+  trace('queued', lane)
   return 'queued:' .. lane
 end
 -- Held at admission, it used no recipient quota: admitted again with
@@ -115,4 +124,5 @@ redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 
 redis.call('DEL', hmkey)
 if redis.call('INCR', akey) == 1 then redis.call('SADD', kkey, KIND) end
 redis.call('HSET', hrkey, id, payload)
+trace('queued', lane)
 return 'queued:' .. lane

@@ -1,7 +1,7 @@
 -- Admission of one {{.Kind}} email: suppression, dedup window, every
 -- per-recipient, per-source and per-source-group window, the source's
 -- redemption record, then the kind's breaker (see rkeys.AdmitScript).
-local rkey, skey, ukey = KEYS[1], KEYS[2], KEYS[3]
+local rkey, skey, ukey, tkey = KEYS[1], KEYS[2], KEYS[3], KEYS[{{.TraceKey}}]
 local hkey, stkey, logkey, akey, kkey, qkey = HK, STK, LOGK, AK, KK, PK
 local tag, id, payload, sample, rcpt, trust, who, narrow = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 {{- if .Logs}}
@@ -190,6 +190,16 @@ if eligible and reason ~= 'replay' then
     redis.call('SET', KEYS[{{.Key}}], p48(now) .. string.sub(glog{{.Key}}, 1, {{.Keep}}), 'PX', {{.TTL}})
   end
 {{- end}}
+end
+-- The recipient's trace, newest first: every decision but a plain
+-- admission, which the recipient log records already (unless caps key on
+-- an account). An entry names the newest admission before it, so that a
+-- reader can interleave the two.
+if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tkey, 6) ~= string.sub(rkey, 6)) then
+  local after = '-'
+  if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
+  redis.call('SET', tkey, 'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id .. '\n'
+    .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', LOGLEN, '*', 'stage', 'admit', 'kind', KIND,

@@ -1,6 +1,6 @@
 -- One held {{.Kind}} email for a release, a dry run or a purge (see
 -- rkeys.ReleaseScript).
-local rkey, ukey, ckey, skey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local rkey, ukey, ckey, skey, gkey, tkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local hkey, hrkey, stkey, logkey, akey, kkey = HK, HRK, STK, LOGK, AK, KK
 local hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
 if gkey ~= NONE then tgkey = TAG .. 'U' .. string.sub(gkey, 6) end
@@ -17,7 +17,14 @@ if at ~= 'a' and at ~= 'd' then at, payload = 'a', v end
 local t = redis.call('TIME')
 {{clock}}
 local nows = t[1] - 1577836800
+-- The recipient's trace (none for a payload that cannot be opened).
+local function trace(outcome, reason)
+  if tkey == NONE then return end
+  redis.call('SET', tkey, 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n'
+    .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
+end
 local function refuse(outcome, reason)
+  trace(outcome, reason)
   redis.call('HDEL', hkey, id)
   redis.call('HINCRBY', stkey, KIND .. '|' .. at .. ':held:breaker', -1)
   local field = KIND .. '|' .. at .. ':' .. outcome
@@ -71,6 +78,7 @@ if at == 'd' then
   redis.call('HINCRBY', stkey, KIND .. '|d:held:breaker', -1)
   if redis.call('GET', ckey) == '4' then redis.call('DEL', ckey) end
   redis.call('HSET', hrkey, id, payload)
+  trace('queued', lane)
   return 'queued:' .. lane
 end
 -- Held at admission, it used no recipient quota: admitted again with
@@ -95,4 +103,5 @@ redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 
 redis.call('DEL', hmkey)
 if redis.call('INCR', akey) == 1 then redis.call('SADD', kkey, KIND) end
 redis.call('HSET', hrkey, id, payload)
+trace('queued', lane)
 return 'queued:' .. lane

@@ -1,9 +1,10 @@
 -- Settle of one {{.Kind}} send attempt (see rkeys.SettleScript).
-local ckey, stkey, logkey = KEYS[1], STK, LOGK
+local ckey, tkey, stkey, logkey = KEYS[1], KEYS[2], STK, LOGK
 local attempt, outcome, reason, exp, margin = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local sample, rcpt, id, loglen, relay, meta = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 
-local claim = redis.call('GET', ckey)
+local cur = redis.call('MGET', ckey, tkey)
+local claim = cur[1]
 local t = redis.call('TIME')
 {{clock}}
 if outcome == 'retry' then
@@ -54,6 +55,8 @@ end
 local field = KIND .. '|d:' .. outcome
 if reason ~= '' then field = field .. ':' .. reason end
 redis.call('HINCRBY', stkey, field, 1)
+redis.call('SET', tkey, 's' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n'
+  .. string.sub(cur[2] or '', 1, TRKEEP), 'PX', TRTTL)
 if outcome ~= 'sent' or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'settle', 'kind', KIND,
     'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)
