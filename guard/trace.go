@@ -322,16 +322,18 @@ func parseHeld(id, v string) (HeldEmail, bool) {
 
 // mergeEvents interleaves the trace's entries with the plain admissions
 // that only the recipient log records (seconds, a tag, no id). An
-// admission goes right before the first entry that must follow it: its own
-// email's later stages, an admission entry that names it or a later
-// admission as the newest before it, or an entry a second or more after
-// it; ids are filled in from the later stages.
+// admission goes right after the last entry that must precede it: an
+// admission entry that names an earlier admission (or none) as the newest
+// before it, or an entry of an earlier second. So within its second it
+// comes before the other stages' entries: the admission scripts' entries
+// say exactly where they stand, the others are the email's own later
+// stages or, rarely, another email's. Ids are filled in from the later
+// stages.
 func mergeEvents(entries []traceEntry, log []admission) []TraceEvent {
 	type ev struct {
 		TraceEvent
-		tag   string
-		after string
-		adm   bool
+		tag, after string
+		admit      bool // an admission entry (after is set)
 	}
 	evs := make([]ev, 0, len(entries)+len(log))
 	ids := map[string]string{}
@@ -342,16 +344,16 @@ func mergeEvents(entries []traceEntry, log []admission) []TraceEvent {
 		if e.outcome == "queued" && (e.stage == 'a' || e.stage == 'r') {
 			traced[tag] = true
 		}
-		evs = append(evs, ev{TraceEvent{Time: epochMS(e.ms), Stage: stages[e.stage], Outcome: e.outcome, Reason: e.reason, ID: e.id}, tag, e.after, false})
+		evs = append(evs, ev{TraceEvent{Time: epochMS(e.ms), Stage: stages[e.stage], Outcome: e.outcome, Reason: e.reason, ID: e.id},
+			tag, e.after, e.stage == 'a'})
 	}
-	order := map[string]int{} // tag -> position in the recipient log
+	order := map[string]int{} // tag -> position in the recipient log, oldest first
 	for i, a := range log {
 		order[a.tag] = i
 	}
-	prev := -1
+	prev := -1 // where the previous admission went
 	for i, a := range log {
 		if traced[a.tag] {
-			// Its entry is in the trace already; later admissions go after it.
 			for j := range evs {
 				if evs[j].tag == a.tag && evs[j].Outcome == "queued" && (evs[j].Stage == "admit" || evs[j].Stage == "release") {
 					prev = max(prev, j)
@@ -359,23 +361,19 @@ func mergeEvents(entries []traceEntry, log []admission) []TraceEvent {
 			}
 			continue
 		}
-		at := len(evs)
+		at := prev + 1
 		for j := prev + 1; j < len(evs); j++ {
 			e := evs[j]
-			if e.adm {
-				continue
+			if e.tag == a.tag {
+				break // its own email's later stages
 			}
-			later := false
-			if n, ok := order[e.after]; ok && n >= i {
-				later = true
-			}
-			if e.tag == a.tag || later || e.Time.Unix()-rkeys.LogEpoch > a.sec {
-				at = j
-				break
+			n, known := order[e.after]
+			before := e.admit && (!known || n < i)
+			if before || e.Time.Unix()-rkeys.LogEpoch < a.sec {
+				at = j + 1
 			}
 		}
-		at = max(at, prev+1)
-		e := ev{TraceEvent{Time: epochSec(a.sec), Stage: "admit", Outcome: "queued", ID: ids[a.tag]}, a.tag, "", true}
+		e := ev{TraceEvent: TraceEvent{Time: epochSec(a.sec), Stage: "admit", Outcome: "queued", ID: ids[a.tag]}, tag: a.tag}
 		evs = slices.Insert(evs, at, e)
 		prev = at
 	}
