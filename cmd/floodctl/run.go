@@ -51,6 +51,9 @@ Commands:
   confirm ID                    the link in email ID (a receipt id) was used
   report ID                     the recipient of email ID did not ask for it
   hash ADDR                     ADDR's name in logs, the decision log and listings (rcpt_hash)
+  trace ADDR                    what happened to ADDR's emails: every decision still inside its
+                                windows (admit, dispatch, settle, release), each cap's use, the
+                                suppression, held emails, each send's Message-ID and relay result
   keygen                        print a new FLOODGATE_HASH_KEY and FLOODGATE_PAYLOAD_KEYS
                                 (no API call; every process sharing a Redis needs the same)
 
@@ -154,6 +157,13 @@ var commands = map[string]command{
 			_, err := fmt.Fprintln(w, r.Hash)
 			return err
 		},
+	},
+	"trace": {
+		args: []string{"ADDR"},
+		request: func(pos []string, _ *opts) (string, string, any) {
+			return http.MethodPost, adminapi.PathTrace, adminapi.SuppressRequest{Address: pos[0]}
+		},
+		render: renderTrace,
 	},
 	"confirm": {
 		args: []string{"ID"},
@@ -583,4 +593,86 @@ func renderDecisions(w io.Writer, raw json.RawMessage, _ []string, _ *opts) erro
 			d.Stage, d.Kind, d.Outcome, dash(d.Reason), d.TaskID, d.RcptHash)
 	}
 	return tw.Flush()
+}
+
+// renderTrace prints a recipient's trace: per kind its decisions, caps,
+// held emails and sends.
+func renderTrace(w io.Writer, raw json.RawMessage, _ []string, _ *opts) error {
+	var tr guard.Trace
+	if err := json.Unmarshal(raw, &tr); err != nil {
+		return err
+	}
+	now := tr.At
+	fmt.Fprintf(w, "recipient %s, as of %s\n", tr.RcptHash, tr.At.UTC().Format(time.DateTime))
+	if s := tr.Suppression; s != nil {
+		fmt.Fprintf(w, "suppressed (every kind, until removed): %s, source %s, %s\n", s.Reason, dash(s.Source), ago(s.Since, now))
+	} else {
+		fmt.Fprintln(w, "not on the suppression list")
+	}
+	if len(tr.Kinds) == 0 {
+		_, err := fmt.Fprintln(w, "nothing recorded for this recipient inside any kind's windows")
+		return err
+	}
+	stamp := func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05.000") }
+	for _, k := range tr.Kinds {
+		fmt.Fprintf(w, "\n%s\n", k.Kind)
+		if k.ReportedUntil != nil {
+			fmt.Fprintf(w, "suppressed for %s: the recipient reported an email, %s\n", k.Kind, until(*k.ReportedUntil, now))
+		}
+		tw := newTable(w)
+		fmt.Fprintln(tw, "TIME\tSTAGE\tOUTCOME\tREASON\tID")
+		for _, e := range k.Events {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", stamp(e.Time), e.Stage, e.Outcome, dash(e.Reason), dash(e.ID))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(k.Caps) > 0 {
+			tw = newTable(w)
+			fmt.Fprintln(tw, "CAP\tWINDOW\tUSED\tLIMIT\tFULL\tFREES")
+			for _, c := range k.Caps {
+				frees := "-"
+				if c.FreesAt != nil {
+					frees = until(*c.FreesAt, now)
+				}
+				full := "no"
+				if c.Full {
+					full = "yes"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", c.Cap, c.Per, c.Used, c.Limit, full, frees)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		if len(k.Held) > 0 {
+			tw = newTable(w)
+			fmt.Fprintln(tw, "HELD\tAT\tEXPIRES")
+			for _, h := range k.Held {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", h.ID, h.Stage, until(h.ExpiresAt, now))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+		if len(k.Sends) > 0 {
+			tw = newTable(w)
+			fmt.Fprintln(tw, "SENT\tMESSAGE-ID\tATTEMPTS\tRESULT\tREASON\tSETTLED\tFEEDBACK")
+			for _, s := range k.Sends {
+				settled := "-"
+				if s.SettledAt != nil {
+					settled = stamp(*s.SettledAt)
+				}
+				result := s.Result
+				if result == "" {
+					result = "in flight"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID, dash(s.MessageID), s.Attempts, result, dash(s.Reason), settled, dash(s.Feedback))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -496,3 +496,71 @@ func TestKeygenAndHash(t *testing.T) {
 		t.Errorf("hash of a bad address: %v, want a 400", err)
 	}
 }
+
+// TestTrace: floodctl trace against a real guard behind a bearer token:
+// the table and -json show the decisions and caps; the address travels in
+// the body, never in the URL; an unknown address is an empty trace.
+func TestTrace(t *testing.T) {
+	t.Setenv("FLOODGATE_ADMIN_TOKEN", "s3cret")
+	rdb := testutil.StartRedis(t).Client(t)
+	g, err := guard.New(guard.Config{Redis: rdb, HashKey: []byte("0123456789abcdef0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qc, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: g.Policy().Kinds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qc.Close() })
+	var mu sync.Mutex
+	var urls []string
+	h := g.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		urls = append(urls, r.URL.String())
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	api := "-api=" + srv.URL
+	for range 2 {
+		if _, err := qc.Enqueue(context.Background(), queue.Email{Kind: queue.KindPasswordReset, To: "erin@example.com",
+			Data: map[string]string{"reset_url": "https://app.example/r/1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := mustCtl(t, api, "trace", "Erin+x@Example.com")
+	for _, want := range []string{"recipient " + g.HashRecipient("erin@example.com"), "not on the suppression list", "password_reset",
+		"admit  queued", "admit  duplicate"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trace table lacks %q:\n%s", want, out)
+		}
+	}
+	for _, re := range []string{`dedup\s+2m0s\s+1\s+1\s+yes`, `per_recipient\s+1h0m0s\s+1\s+3\s+no`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("trace table lacks a row matching %s:\n%s", re, out)
+		}
+	}
+	var tr guard.Trace
+	if err := json.Unmarshal([]byte(mustCtl(t, api, "-json", "trace", "erin@example.com")), &tr); err != nil || len(tr.Kinds) != 1 || len(tr.Kinds[0].Events) != 2 {
+		t.Errorf("trace -json = %+v, %v; want one kind with two events", tr, err)
+	}
+	if out := mustCtl(t, api, "trace", "nobody@example.com"); !strings.Contains(out, "nothing recorded") {
+		t.Errorf("unknown address:\n%s", out)
+	}
+	t.Setenv("FLOODGATE_ADMIN_TOKEN", "")
+	if _, _, err := ctl(t, api, "trace", "erin@example.com"); err == nil || !strings.Contains(err.Error(), "unauthorized") {
+		t.Errorf("without the token: %v, want unauthorized", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, u := range urls {
+		if strings.Contains(strings.ToLower(u), "erin") || strings.Contains(u, "nobody") || u != adminapi.PathTrace {
+			t.Errorf("request URL %q: want %s, without the address", u, adminapi.PathTrace)
+		}
+	}
+}

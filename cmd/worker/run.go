@@ -154,7 +154,8 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		logger.Warn("running without the hash or the payload key: recipients have guessable digests and queued emails hold addresses and links in plaintext")
 	}
 	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, Logger: logger, Registerer: reg,
-		Webhook: cfg.Webhook, WebhookSecret: cfg.WebhookSecret, HashKey: cfg.Secrets.HashKey, Keyring: cfg.Secrets.Keyring})
+		Webhook: cfg.Webhook, WebhookSecret: cfg.WebhookSecret, HashKey: cfg.Secrets.HashKey, Keyring: cfg.Secrets.Keyring,
+		MessageIDDomain: from.Address[strings.LastIndexByte(from.Address, '@')+1:]})
 	if err != nil {
 		return err
 	}

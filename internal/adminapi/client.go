@@ -165,6 +165,7 @@ const (
 	PathConfirm      = "/v1/confirm"
 	PathReport       = "/v1/report"
 	PathHash         = "/v1/hash"
+	PathTrace        = "/v1/trace"
 )
 
 // BreakerPath returns the path of an operation ("trip", "reset",
@@ -331,4 +332,13 @@ func (c *Client) Decisions(ctx context.Context, limit int) ([]guard.Decision, er
 	}
 	err := c.call(ctx, http.MethodGet, DecisionsPath(limit), nil, &out)
 	return out.Decisions, err
+}
+
+// Trace returns what the guard knows about addr: its decisions, caps,
+// suppression, held emails and sends (see [guard.Trace]). The address
+// travels in the body.
+func (c *Client) Trace(ctx context.Context, addr string) (guard.Trace, error) {
+	var out guard.Trace
+	err := c.call(ctx, http.MethodPost, PathTrace, SuppressRequest{Address: addr}, &out)
+	return out, err
 }
