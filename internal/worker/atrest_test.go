@@ -3,12 +3,14 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/floodgate-dev/floodgate/guard"
+	"github.com/floodgate-dev/floodgate/internal/rkeys"
 	"github.com/floodgate-dev/floodgate/internal/worker"
 	"github.com/floodgate-dev/floodgate/queue"
 	"github.com/floodgate-dev/floodgate/smtpsink"
@@ -27,7 +29,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	e := newGuardedEnv(t, withGuard(`
 kinds:
   password_reset: { dedup_window: 0, per_recipient: [1/1h] }
-`, guard.Config{HashKey: []byte("0123456789abcdef0123456789abcdef"), Keyring: kr, DecisionSample: 1}),
+`, guard.Config{HashKey: []byte("0123456789abcdef0123456789abcdef"), Keyring: kr, DecisionSample: 1, MessageIDDomain: domain}),
 		func(c *worker.Config, _ *smtpsink.Config) { c.Keyring = kr })
 	ctx := context.Background()
 	secret := func(to string) queue.Email {
@@ -53,12 +55,30 @@ kinds:
 		t.Fatal(err)
 	}
 
+	// The traces hold every decision above (bob's under his canonical
+	// address, without the +tag): they are among the keys
+	// scanned, and so is what Trace reads them into.
+	hashKey := []byte("0123456789abcdef0123456789abcdef")
+	traces := map[string]bool{}
+	for _, to := range []string{"alice@example.com", "permfail@example.com", "carol@example.com"} {
+		traces[rkeys.NewDigests(hashKey).Trace(queue.KindPasswordReset, to)] = false
+	}
 	needles := []string{"alice", "bob", "carol", "dave", "@example.com", "Zelda", "TOKEN-", "app.example", "198.51.100.77"}
+	tr, err := e.guard.Trace(ctx, "alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(tr); len(tr.Kinds) != 1 || len(tr.Kinds[0].Sends) != 1 || strings.Contains(string(b), "alice") || strings.Contains(string(b), "TOKEN-") {
+		t.Errorf("alice's trace %s: want one send, no address", b)
+	}
 	var n int
 	iter := e.rdb.Scan(ctx, 0, "*", 500).Iterator()
 	for iter.Next(ctx) {
 		key := iter.Val()
 		n++
+		if _, ok := traces[key]; ok {
+			traces[key] = true
+		}
 		for _, v := range dump(t, e.rdb, key) {
 			for _, needle := range needles {
 				if bytes.Contains([]byte(v), []byte(needle)) {
@@ -69,6 +89,11 @@ kinds:
 	}
 	if err := iter.Err(); err != nil {
 		t.Fatal(err)
+	}
+	for k, seen := range traces {
+		if !seen {
+			t.Errorf("trace key %q was not among the keys scanned", k)
+		}
 	}
 	if n < 20 {
 		t.Fatalf("scanned %d keys: the scenario stored less than it should", n)
