@@ -86,11 +86,18 @@ type suppressionRequest struct {
 
 // readAddress reads the address from the query or, failing that, a JSON body.
 func readAddress(w http.ResponseWriter, r *http.Request) (suppressionRequest, error) {
-	var req suppressionRequest
 	if a := r.URL.Query().Get("address"); a != "" {
-		req.Address = a
-		req.Reason = r.URL.Query().Get("reason")
-		return req, nil
+		return suppressionRequest{Address: a, Reason: r.URL.Query().Get("reason")}, nil
+	}
+	return readAddressBody(w, r)
+}
+
+// readAddressBody reads the address from a JSON body only and refuses one
+// in the URL, for the endpoints whose access logs must not keep it.
+func readAddressBody(w http.ResponseWriter, r *http.Request) (suppressionRequest, error) {
+	var req suppressionRequest
+	if r.URL.Query().Get("address") != "" {
+		return req, errors.New("guard: the address goes in the JSON body, not the URL")
 	}
 	if r.Body == nil || r.ContentLength == 0 {
 		return req, errors.New("guard: address is required")
@@ -259,11 +266,7 @@ func (g *Guard) serveRelease(w http.ResponseWriter, r *http.Request) {
 // serveHash names an address as logs do; the address travels in the body,
 // and the operator needs no copy of the hash key.
 func (g *Guard) serveHash(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("address") != "" {
-		writeError(w, errors.New("guard: the address goes in the JSON body, not the URL"))
-		return
-	}
-	req, err := readAddress(w, r)
+	req, err := readAddressBody(w, r)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -279,11 +282,7 @@ func (g *Guard) serveHash(w http.ResponseWriter, r *http.Request) {
 // serveHash, the address travels in the body only, so that no access log
 // keeps it.
 func (g *Guard) serveTrace(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("address") != "" {
-		writeError(w, errors.New("guard: the address goes in the JSON body, not the URL"))
-		return
-	}
-	req, err := readAddress(w, r)
+	req, err := readAddressBody(w, r)
 	if err != nil {
 		writeError(w, err)
 		return
