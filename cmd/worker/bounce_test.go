@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/internal/testutil"
@@ -77,25 +75,7 @@ func devClient(t *testing.T, s started) *queue.Client {
 // receiver, as the recipient's relay would.
 func sendDSN(t *testing.T, addr, rp, rcpt, status string) error {
 	t.Helper()
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Mail("", nil); err != nil {
-		return err
-	}
-	if err := c.Rcpt(rp, nil); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(testutil.DSN(rp, rcpt, status)); err != nil {
-		return err
-	}
-	return w.Close()
+	return testutil.SendFromNull(t, addr, testutil.DSN(rp, rcpt, status), rp)
 }
 
 // getUntil polls GET url until its body contains want (the worker counts

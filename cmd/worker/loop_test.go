@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,8 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-smtp"
 
 	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/keyfile"
@@ -235,8 +232,8 @@ func TestHostileDSNsToWorker(t *testing.T) {
 	}
 	want := map[string]int64{}
 	for _, tt := range tests {
-		err := sendRaw(t, l.bounceAddr, tt.rcpt, tt.msg)
-		if code(err) != tt.code || tt.code == 0 && err != nil {
+		err := testutil.SendFromNull(t, l.bounceAddr, tt.msg, tt.rcpt)
+		if testutil.SMTPCode(err) != tt.code || tt.code == 0 && err != nil {
 			t.Errorf("%s: send = %v, want code %d", tt.name, err, tt.code)
 		}
 		want[tt.reason]++
@@ -262,39 +259,4 @@ func TestHostileDSNsToWorker(t *testing.T) {
 	if k := fs.Kinds[queue.KindPasswordReset]; k == nil || k.Hard != 1 || k.Soft != 0 || k.Complaints != 0 {
 		t.Errorf("password_reset feedback %+v, want only the bounce+ recipient's hard bounce", k)
 	}
-}
-
-// sendRaw delivers msg from the null sender to rcpt at addr and returns
-// the first error: RCPT's or DATA's.
-func sendRaw(t *testing.T, addr, rcpt string, msg []byte) error {
-	t.Helper()
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Mail("", nil); err != nil {
-		return err
-	}
-	if err := c.Rcpt(rcpt, nil); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(msg); err != nil {
-		w.Close()
-		return err
-	}
-	return w.Close()
-}
-
-// code is the SMTP reply code of err, 0 for none.
-func code(err error) int {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return se.Code
-	}
-	return 0
 }

@@ -3,7 +3,6 @@ package bounce
 import (
 	"bytes"
 	"context"
-	"errors"
 	"maps"
 	"net"
 	"slices"
@@ -80,47 +79,6 @@ func (s *stack) returnPath(t *testing.T, kind, rcpt string, at time.Time) (strin
 	return addr, id
 }
 
-// send delivers msg from the null sender to rcpts and returns the first
-// error: RCPT's, or DATA's.
-func (s *stack) send(t *testing.T, msg []byte, rcpts ...string) error {
-	t.Helper()
-	c, err := smtp.Dial(s.srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Hello("mx.example.net"); err != nil {
-		return err
-	}
-	if err := c.Mail("", nil); err != nil {
-		return err
-	}
-	for _, r := range rcpts {
-		if err := c.Rcpt(r, nil); err != nil {
-			return err
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(msg); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
-}
-
-func code(err error) int {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return se.Code
-	}
-	return 0
-}
-
 func (s *stack) suppressed(t *testing.T, addr string) (guard.Suppression, bool) {
 	t.Helper()
 	e, ok, err := s.g.LookupSuppression(context.Background(), addr)
@@ -145,7 +103,7 @@ func TestReceiverSuppresses(t *testing.T) {
 	ctx := context.Background()
 
 	rp, id := s.returnPath(t, queue.KindPasswordReset, "gone@example.com", now)
-	if err := s.send(t, testutil.DSN(rp, "Gone@Example.com", "5.1.1"), rp); err != nil {
+	if err := testutil.SendFromNull(t, s.srv.Addr(), testutil.DSN(rp, "Gone@Example.com", "5.1.1"), rp); err != nil {
 		t.Fatalf("DSN: %v", err)
 	}
 	e, ok := s.suppressed(t, "gone@example.com")
@@ -158,7 +116,7 @@ func TestReceiverSuppresses(t *testing.T) {
 	}
 
 	rp, _ = s.returnPath(t, queue.KindNotification, "full@example.com", now)
-	if err := s.send(t, testutil.DSN(rp, "full@example.com", "4.2.2"), strings.ToUpper(rp)); err != nil {
+	if err := testutil.SendFromNull(t, s.srv.Addr(), testutil.DSN(rp, "full@example.com", "4.2.2"), strings.ToUpper(rp)); err != nil {
 		t.Fatalf("delay DSN: %v", err)
 	}
 	if _, ok := s.suppressed(t, "full@example.com"); ok {
@@ -166,7 +124,7 @@ func TestReceiverSuppresses(t *testing.T) {
 	}
 
 	rp, _ = s.returnPath(t, queue.KindNotification, "angry@example.com", now)
-	if err := s.send(t, testutil.ARF(rp, "angry@example.com"), rp); err != nil {
+	if err := testutil.SendFromNull(t, s.srv.Addr(), testutil.ARF(rp, "angry@example.com"), rp); err != nil {
 		t.Fatalf("ARF: %v", err)
 	}
 	if e, ok := s.suppressed(t, "angry@example.com"); !ok || e.Reason != "complaint" || e.Source != guard.SourceARF {
@@ -216,8 +174,8 @@ func TestReceiverRefusesHostileMail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		before := s.refused(t)[tt.reason]
-		err := s.send(t, tt.msg, tt.rcpt)
-		if code(err) != tt.code || tt.code == 0 && err != nil {
+		err := testutil.SendFromNull(t, s.srv.Addr(), tt.msg, tt.rcpt)
+		if testutil.SMTPCode(err) != tt.code || tt.code == 0 && err != nil {
 			t.Errorf("%s: send = %v, want code %d", tt.name, err, tt.code)
 		}
 		if n := s.refused(t)[tt.reason] - before; n != 1 {
@@ -250,7 +208,7 @@ func TestReceiverLimits(t *testing.T) {
 	}
 	for i := range 3 {
 		err := c.Rcpt(rp, nil)
-		if want := map[bool]int{true: 452, false: 0}[i == 2]; code(err) != want {
+		if want := map[bool]int{true: 452, false: 0}[i == 2]; testutil.SMTPCode(err) != want {
 			t.Errorf("RCPT %d = %v, want code %d", i+1, err, want)
 		}
 	}
@@ -258,7 +216,7 @@ func TestReceiverLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The message rate's burst is spent by the first MAIL.
-	if err := c.Mail("", nil); code(err) != 451 {
+	if err := c.Mail("", nil); testutil.SMTPCode(err) != 451 {
 		t.Errorf("MAIL beyond the rate = %v, want 451", err)
 	}
 
@@ -291,7 +249,7 @@ func TestReceiverOnlyTheTokensRecipient(t *testing.T) {
 	rp, _ := s.returnPath(t, queue.KindPasswordReset, "alice@example.com", now)
 	msg := bytes.Replace(testutil.DSN(rp, "mallory@example.com", "5.1.1"), []byte("\r\n--dsn-boundary--"),
 		[]byte("\r\nFinal-Recipient: rfc822; alice@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--dsn-boundary--"), 1)
-	if err := s.send(t, msg, rp); err != nil {
+	if err := testutil.SendFromNull(t, s.srv.Addr(), msg, rp); err != nil {
 		t.Fatalf("DSN: %v", err)
 	}
 	if _, ok := s.suppressed(t, "alice@example.com"); !ok {
@@ -303,7 +261,7 @@ func TestReceiverOnlyTheTokensRecipient(t *testing.T) {
 
 	rp, _ = s.returnPath(t, queue.KindNotification, "bob@example.com", now)
 	before := s.refused(t)["recipient_mismatch"]
-	if err := s.send(t, testutil.ARF(rp, "mallory@example.com"), rp); err != nil {
+	if err := testutil.SendFromNull(t, s.srv.Addr(), testutil.ARF(rp, "mallory@example.com"), rp); err != nil {
 		t.Fatalf("ARF: %v", err)
 	}
 	if n := s.refused(t)["recipient_mismatch"] - before; n != 1 {
