@@ -95,30 +95,21 @@ func (s *Server) Reports() []Report { return s.reports.all() }
 // when ctx ends or [ErrServerClosed] when the server shuts down. Reports
 // kept without a relay are never done.
 func (s *Server) WaitReports(ctx context.Context, n int) ([]Report, error) {
-	for {
-		// The watch is taken before the reports are read: a result recorded
-		// in between closes it.
-		s.store.mu.Lock()
-		changed := s.store.watchLocked()
-		s.store.mu.Unlock()
-		rs := s.reports.all()
+	var rs []Report
+	err := s.waitChange(ctx, func() bool {
+		rs = s.reports.all()
 		done := 0
 		for _, r := range rs {
 			if r.Status == ReportDelivered || r.Status == ReportFailed {
 				done++
 			}
 		}
-		if done >= n {
-			return rs, nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.done:
-			return nil, ErrServerClosed
-		}
+		return done >= n
+	})
+	if err != nil {
+		return nil, err
 	}
+	return rs, nil
 }
 
 // report builds a bounce or complaint report on m for rcpts and queues it

@@ -465,22 +465,40 @@ func (s *Server) Reset() {
 // rather than polling, and returns early with ctx.Err() when ctx ends or
 // [ErrServerClosed] when the server shuts down.
 func (s *Server) Wait(ctx context.Context, n int, q Query) ([]Message, error) {
+	var msgs []Message
+	err := s.waitChange(ctx, func() bool {
+		s.store.mu.Lock()
+		defer s.store.mu.Unlock()
+		if s.store.countLocked(q) < n {
+			return false
+		}
+		msgs = s.store.queryLocked(q)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return msgs, nil
+}
+
+// waitChange calls ready until it reports true, waking on each change to
+// the store (a message stored, a report's result) rather than polling. The
+// watch is taken before ready runs, so a change in between is not missed.
+// It returns ctx.Err() when ctx ends and [ErrServerClosed] at shutdown.
+func (s *Server) waitChange(ctx context.Context, ready func() bool) error {
 	for {
 		s.store.mu.Lock()
-		if s.store.countLocked(q) >= n {
-			msgs := s.store.queryLocked(q)
-			s.store.mu.Unlock()
-			return msgs, nil
-		}
 		changed := s.store.watchLocked()
 		s.store.mu.Unlock()
-
+		if ready() {
+			return nil
+		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-s.done:
-			return nil, ErrServerClosed
+			return ErrServerClosed
 		}
 	}
 }
