@@ -37,14 +37,7 @@ type processLoop struct {
 func startProcessLoop(t *testing.T) *processLoop {
 	t.Helper()
 	r := testutil.StartRedis(t)
-	sink, err := smtpsink.New(smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	sink := testutil.StartSink(t, smtpsink.Config{})
 
 	cmd := exec.Command(workerBinary(t), "-redis", r.URL(), "-smtp", sink.SMTPAddr(), "-smtp-tls", "none", "-http", "",
 		"-from", "no-reply@example.test", "-bounce-domain", "bounce.example.test", "-bounce-smtp", "127.0.0.1:0",

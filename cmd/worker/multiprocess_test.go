@@ -24,14 +24,7 @@ import (
 func TestThreeWorkersHoldGlobalCap(t *testing.T) {
 	const rate, emails = 50, 300
 	r := testutil.StartRedis(t)
-	sink, err := smtpsink.New(smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-", MaxMessages: emails})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	sink := testutil.StartSink(t, smtpsink.Config{MaxMessages: emails})
 	// A small burst lets a slot that is claimed a little late not be lost
 	// (GCRA); the first burst arrivals are left out of the sustained rate.
 	const burst = 5

@@ -62,14 +62,7 @@ func writeKeys(t *testing.T) (rsaPath, edPath string, sinkKeys *smtpsink.Keys) {
 func TestWorkerRealRedisPEMKeys(t *testing.T) {
 	r := testutil.StartRedis(t)
 	rsaPath, edPath, keys := writeKeys(t)
-	sink, err := smtpsink.New(smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-", Keys: keys})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	sink := testutil.StartSink(t, smtpsink.Config{Keys: keys})
 	cfg, err := parseConfig([]string{"-redis", r.URL(), "-smtp", sink.SMTPAddr(), "-smtp-tls", "none", "-http", "127.0.0.1:0",
 		"-dkim-domain", "example.test", "-dkim-key", "s1=" + rsaPath, "-dkim-key", "s2=" + edPath}, testEnv, io.Discard)
 	if err != nil {

@@ -32,14 +32,7 @@ func startStack(t *testing.T) (r *testutil.Redis, sink *smtpsink.Server, taskID 
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err = smtpsink.New(smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	sink = testutil.StartSink(t, smtpsink.Config{})
 	return r, sink, rc.ID
 }
 

@@ -1,10 +1,13 @@
 package testutil
 
 import (
+	"context"
 	"errors"
 	"testing"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/floodgate-dev/floodgate/smtpsink"
 )
 
 // SendFromNull delivers msg from the null sender (as a relay sends a
@@ -49,4 +52,25 @@ func SMTPCode(err error) int {
 		return se.Code
 	}
 	return 0
+}
+
+// StartSink starts an smtpsink on a free loopback port with no web page
+// (cfg's SMTPAddr and HTTPAddr, when empty) and shuts it down at cleanup.
+func StartSink(t testing.TB, cfg smtpsink.Config) *smtpsink.Server {
+	t.Helper()
+	if cfg.SMTPAddr == "" {
+		cfg.SMTPAddr = "127.0.0.1:0"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "-"
+	}
+	sink, err := smtpsink.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	return sink
 }

@@ -30,14 +30,7 @@ func TestRedisCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err := smtpsink.New(smtpsink.Config{SMTPAddr: "127.0.0.1:0", HTTPAddr: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sink.Shutdown(context.Background()) })
+	sink := testutil.StartSink(t, smtpsink.Config{})
 	pool, err := delivery.NewPool(delivery.PoolConfig{Addr: sink.SMTPAddr(), TLS: delivery.TLSNone})
 	if err != nil {
 		t.Fatal(err)
