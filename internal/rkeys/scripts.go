@@ -21,6 +21,13 @@ var scripts = template.Must(template.New("").Funcs(template.FuncMap{
 	"clock":  func() string { return "" },
 	"lib":    func() string { return "" },
 	"open":   func(_, _, _, _ string) string { return "" },
+	// trace is the statement by which every script adds an entry (a Lua
+	// expression, without its newline) to the recipient's [Trace] tkey
+	// in front of old (a Lua expression; nil is empty), keeping TRKEEP
+	// bytes of the older entries and the key's expiry.
+	"trace": func(entry, old string) string {
+		return "redis.call('SET', tkey, " + entry + " .. '\\n' .. string.sub(" + old + " or '', 1, TRKEEP), 'PX', TRTTL)"
+	},
 }).ParseFS(luaFiles, "lua/*.lua"))
 
 // AdmitConfig is one kind's admission settings. [AdmitScript] compiles

@@ -43,8 +43,7 @@ local nows = t[1] - 1577836800
 -- The recipient's trace (none for a payload that cannot be opened).
 local function trace(outcome, reason)
   if tkey == NONE then return end
-  redis.call('SET', tkey, 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n'
-    .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
+  redis.call('SET', tkey, 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
 end
 local function refuse(outcome, reason)
   trace(outcome, reason)

@@ -78,8 +78,7 @@ end
 local field = KIND .. '|d:' .. outcome
 if reason ~= '' then field = field .. ':' .. reason end
 redis.call('HINCRBY', stkey, field, 1)
-redis.call('SET', tkey, 's' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n'
-  .. string.sub(cur[2] or '', 1, TRKEEP), 'PX', TRTTL)
+redis.call('SET', tkey, 's' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(cur[2] or '', 1, TRKEEP), 'PX', TRTTL)
 if outcome ~= 'sent' or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'settle', 'kind', KIND,
     'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)

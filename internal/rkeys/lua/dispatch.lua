@@ -20,7 +20,7 @@ local function trace(outcome, reason)
     now = tt[1] * 1000 + math.floor(tt[2] / 1000)
   end
   now = now - TREPOCH
-  redis.call('SET', tkey, 'd' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(old, 1, TRKEEP), 'PX', TRTTL)
+  {{trace "'d' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "old"}}
 end
 local function record(field, outcome, reason, always)
   redis.call('HINCRBY', stkey, KIND .. '|d:' .. field, 1)
