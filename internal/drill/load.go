@@ -107,9 +107,12 @@ type attacker struct {
 	tally  *tally
 }
 
-// sourceAddr returns a distinct documentation-style address for source s.
+// sourceAddr returns a distinct address for source s, each in a /24 of
+// its own (for s below 65,536): real users come from networks of their
+// own, and an attacker who can spreads over as many as the per-group
+// caps make worth it.
 func sourceAddr(prefix string, s int) string {
-	return fmt.Sprintf("%s.%d.%d.%d", prefix, s>>16&255, s>>8&255, s&255)
+	return fmt.Sprintf("%s.%d.%d.1", prefix, s>>8&255, s&255)
 }
 
 // run sends cfg.Attack requests with cfg.Parallel enqueuers, paced to
