@@ -24,7 +24,10 @@ import (
 const (
 	DefaultDecisionSample = 0.01
 	DefaultDecisionLogLen = 10000
-	DefaultClaimGrace     = 10 * time.Minute
+	// DefaultTraceNewPerMinute bounds the traces each kind begins a minute
+	// for refusals about recipients with no history (see Config).
+	DefaultTraceNewPerMinute = 1000
+	DefaultClaimGrace        = 10 * time.Minute
 	// leaseMargin is added to a kind's attempt timeout to form the claim
 	// lease, so a slow but live attempt keeps its claim, and a Redis outage
 	// of up to a minute right after the relay's 250 ends before the claim
@@ -53,6 +56,15 @@ type Config struct {
 	// DecisionLogLen bounds the decision log (approximately, MAXLEN ~).
 	// Zero means 10000.
 	DecisionLogLen int
+	// TraceNewPerMinute bounds how many recipient traces ([Guard.Trace])
+	// each kind begins a minute for refusals about recipients with no
+	// history. An enumeration refuses one new victim after another: without
+	// the bound each would leave a trace, and memory would grow with the
+	// attack's list. Such traces also expire with the source windows and
+	// held emails they explain rather than the recipient windows. Refusals
+	// beyond it are counted (Stats TracesSkipped), not traced. Zero means
+	// 1000; negative means none are begun.
+	TraceNewPerMinute int
 	// Lease is how long a dispatch claim is held before another attempt
 	// may take it over. Zero means the kind's attempt timeout plus 90s. A
 	// Redis outage that starts when the relay answers 250 and outlasts the
@@ -189,6 +201,12 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.DecisionLogLen <= 0 {
 		cfg.DecisionLogLen = DefaultDecisionLogLen
 	}
+	switch {
+	case cfg.TraceNewPerMinute == 0:
+		cfg.TraceNewPerMinute = DefaultTraceNewPerMinute
+	case cfg.TraceNewPerMinute < 0:
+		cfg.TraceNewPerMinute = 0
+	}
 	if cfg.ClaimGrace <= 0 {
 		cfg.ClaimGrace = DefaultClaimGrace
 	}
@@ -240,7 +258,7 @@ func New(cfg Config) (*Guard, error) {
 		if lease <= 0 {
 			lease = specs[name].AttemptTimeout() + leaseMargin
 		}
-		ac := admitConfig(name, kp, cfg.DecisionLogLen)
+		ac := admitConfig(name, kp, cfg.DecisionLogLen, cfg.TraceNewPerMinute)
 		pl := &plan{
 			name:        name,
 			spec:        specs[name],
@@ -310,7 +328,7 @@ func gcraArgs(l Limit) [2]string {
 // rkeys.AdmitScript). Recipient windows are whole seconds, rounded up; the
 // log is kept one second longer than the longest of them, so that once
 // Redis has expired it every window is surely over.
-func admitConfig(name string, kp KindPolicy, logLen int) rkeys.AdmitConfig {
+func admitConfig(name string, kp KindPolicy, logLen, traceNew int) rkeys.AdmitConfig {
 	longest := secs(kp.DedupWindow)
 	c := rkeys.AdmitConfig{Kind: name, LogLen: logLen, Breaker: breakerConfig(kp), Dedup: secs(kp.DedupWindow), RecipientLen: 1}
 	for _, r := range kp.PerRecipient {
@@ -325,6 +343,7 @@ func admitConfig(name string, kp KindPolicy, logLen int) rkeys.AdmitConfig {
 		c.RecipientTTL = 60000
 	}
 	c.Breaker.TraceTTLMS = max(c.RecipientTTL, kp.TTL.Milliseconds())
+	c.Breaker.TraceNewMax = traceNew
 	for _, r := range kp.PerSource {
 		c.SourceTTL = max(c.SourceTTL, r.Per.Milliseconds())
 		c.SourceLen = max(c.SourceLen, r.N)
@@ -338,7 +357,11 @@ func admitConfig(name string, kp KindPolicy, logLen int) rkeys.AdmitConfig {
 			gc.Windows = append(gc.Windows, [2]int64{int64(r.N), r.Per.Milliseconds()})
 		}
 		c.Groups = append(c.Groups, gc)
+		c.Breaker.TraceNewTTLMS = max(c.Breaker.TraceNewTTLMS, gc.TTL)
 	}
+	// A trace begun by a refusal about a recipient with no history explains
+	// a source or group window, or a held email: it lives as long as they.
+	c.Breaker.TraceNewTTLMS = min(max(c.Breaker.TraceNewTTLMS, c.SourceTTL, kp.TTL.Milliseconds(), 60000), c.Breaker.TraceTTLMS)
 	// The source log keeps the largest per-source count of entries: a
 	// shrunk cap cannot exceed it, and without per-source windows there is
 	// none to shrink.

@@ -27,7 +27,7 @@ func TestScriptsGolden(t *testing.T) {
 	pol := DefaultPolicy()
 	for _, kind := range slices.Sorted(maps.Keys(pol.KindPolicies)) {
 		kp := pol.KindPolicies[kind]
-		ac := admitConfig(kind, kp, DefaultDecisionLogLen)
+		ac := admitConfig(kind, kp, DefaultDecisionLogLen, DefaultTraceNewPerMinute)
 		for name, lua := range map[string]string{
 			"admit":    rkeys.AdmitLua(ac),
 			"dispatch": rkeys.DispatchLua(kind, ac.Breaker),

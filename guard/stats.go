@@ -57,6 +57,10 @@ type KindStats struct {
 	// breaker (LaneTrusted, LaneRerequest, LaneRedeemed); they are also
 	// in Admitted.
 	Lanes map[string]int64 `json:"lanes"`
+	// TracesSkipped counts refusals about recipients with no history left
+	// out of their trace once the kind's per-minute bound of new traces
+	// was reached (Config.TraceNewPerMinute).
+	TracesSkipped int64 `json:"traces_skipped,omitempty"`
 	// Confirmed and Reported count feedback on sent emails ([Guard.Confirm],
 	// [Guard.Report]).
 	Confirmed int64 `json:"confirmed"`
@@ -153,6 +157,8 @@ func (ks *KindStats) add(stage, outcome, reason string, n int64) {
 		terminal()
 	case "l":
 		ks.Lanes[outcome] += n
+	case "t":
+		ks.TracesSkipped += n
 	case "f":
 		switch outcome {
 		case "confirmed":

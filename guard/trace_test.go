@@ -351,3 +351,49 @@ kinds:
 		}
 	}
 }
+
+// TestTraceBoundedUnderEnumeration: refusals about recipients with no
+// history begin at most Config.TraceNewPerMinute traces a minute, each
+// expiring with the source windows, and the rest are counted; a recipient
+// with history is traced whatever the bound.
+func TestTraceBoundedUnderEnumeration(t *testing.T) {
+	const budget, victims = 5, 12
+	g, rc, _ := newTestGuard(t, "kinds: { password_reset: { per_source: [1/1h] } }\n", Config{TraceNewPerMinute: budget})
+	ctx := context.Background()
+	known := "known@example.com"
+	wantVerdict(t, "known", admit(t, g, adm(queue.KindPasswordReset, known, "198.51.100.7")), queue.Queued, "")
+	wantVerdict(t, "first", admit(t, g, adm(queue.KindPasswordReset, "first@example.com", "203.0.113.9")), queue.Queued, "")
+	for i := range victims {
+		wantVerdict(t, "victim", admit(t, g, adm(queue.KindPasswordReset, fmt.Sprintf("victim%d@example.com", i), "203.0.113.9")),
+			queue.Capped, "source")
+	}
+	traced := 0
+	for i := range victims {
+		addr := fmt.Sprintf("victim%d@example.com", i)
+		if len(trace(t, g, addr).Kinds) == 0 {
+			continue
+		}
+		traced++
+		ttl, err := rc.PTTL(ctx, g.dg.Trace(queue.KindPasswordReset, Canonical(addr, g.policy.RecipientRules))).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl <= 0 || ttl > time.Hour {
+			t.Errorf("%s: trace expires in %s, want within the 1h source window", addr, ttl)
+		}
+	}
+	st, err := g.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped := st.Kinds[queue.KindPasswordReset].TracesSkipped
+	// The requests may straddle a minute: at most two minutes' budgets.
+	if traced+int(skipped) != victims || traced < budget || traced > 2*budget || skipped == 0 {
+		t.Errorf("traced %d, skipped %d of %d refusals; want at most %d a minute traced, the rest skipped", traced, skipped, victims, budget)
+	}
+	wantVerdict(t, "known again", admit(t, g, adm(queue.KindPasswordReset, known, "192.0.2.5")), queue.Duplicate, "")
+	k := kindTrace(t, trace(t, g, known), queue.KindPasswordReset)
+	if n := len(k.Events); n != 2 || k.Events[1].Outcome != string(queue.Duplicate) {
+		t.Errorf("known recipient's trace %v, want its admission and the duplicate", eventsOf(k.Events))
+	}
+}

@@ -110,9 +110,16 @@ func HeldMarker(recipientKey string) string { return swapType(recipientKey, 'H')
 // the scripts that take those decisions. The scripts keep the newest
 // [TraceKeep] bytes (a cut entry at the end, without its newline, is
 // ignored by the reader) and set the key to expire with the kind's longest
-// per-recipient window or its TTL, whichever is longer. It holds no
-// address, name, source or link.
+// per-recipient window or its TTL, whichever is longer; a trace begun by a
+// refusal about a recipient with no history is budgeted ([TraceBudget])
+// and expires with the kind's source and group windows or its TTL. It
+// holds no address, name, source or link.
 func Trace(recipientKey string) string { return swapType(recipientKey, 't') }
+
+// TraceBudget returns the prefix of the per-minute counters of the traces
+// a kind's refusals begin for recipients with no history
+// ("<prefix><minute since the Unix epoch>"); each expires after two minutes.
+func TraceBudget(kind string) string { return Tag + ":tb:" + kind + ":" }
 
 // TraceKeep bounds a trace: the bytes of older entries a decision keeps
 // when it adds its own (about 30 entries).

@@ -24,9 +24,9 @@ var scripts = template.Must(template.New("").Funcs(template.FuncMap{
 	// trace is the statement by which every script adds an entry (a Lua
 	// expression, without its newline) to the recipient's [Trace] tkey
 	// in front of old (a Lua expression; nil is empty), keeping TRKEEP
-	// bytes of the older entries and the key's expiry.
-	"trace": func(entry, old string) string {
-		return "redis.call('SET', tkey, " + entry + " .. '\\n' .. string.sub(" + old + " or '', 1, TRKEEP), 'PX', TRTTL)"
+	// bytes of the older entries, to expire after ttl ms.
+	"trace": func(entry, old, ttl string) string {
+		return "redis.call('SET', tkey, " + entry + " .. '\\n' .. string.sub(" + old + " or '', 1, TRKEEP), 'PX', " + ttl + ")"
 	},
 }).ParseFS(luaFiles, "lua/*.lua"))
 
@@ -166,6 +166,11 @@ type BreakerConfig struct {
 	// entry: the kind's longest per-recipient window or its TTL, whichever
 	// is longer, so it outlives both the caps it explains and the email.
 	TraceTTLMS int64
+	// TraceNewMax is how many traces a refusal about a recipient with no
+	// history may begin a minute ([TraceBudget]); TraceNewTTLMS how long
+	// such a trace lives.
+	TraceNewMax   int
+	TraceNewTTLMS int64
 }
 
 // rawSuffix returns a Lua expression for the breaker suffix of the
@@ -228,6 +233,7 @@ func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 	fmt.Fprintf(b, "local RPMIN, RPSRC, RPRAT, CLOSEF = %d, %d, %s, %s\n", c.ReportMin, c.ReportSources, num(c.ReportRatio), num(c.CloseFactor))
 	fmt.Fprintf(b, "local RGPFX, RPPFX = '%s', '%s'\n", RedemptionSources(kind), ReportSources(kind))
 	fmt.Fprintf(b, "local TRKEEP, TRTTL, TREPOCH = %d, %d, %d\n", TraceKeep, max(c.TraceTTLMS, 1), LogEpoch*1000)
+	fmt.Fprintf(b, "local TRNEW, TRNTTL, TBK = %d, %d, '%s'\n", c.TraceNewMax, max(c.TraceNewTTLMS, 1), TraceBudget(kind))
 	// The kind's fixed keys are constants of its scripts rather than
 	// arguments: every key shares the hash tag, so each script runs on the
 	// node of the keys it declares, and the arguments a decision sends are

@@ -15,6 +15,7 @@ local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
 local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
 local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
 local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, 86400000, '{fg}:tb:notification:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:notification', '{fg}:bi:notification', '{fg}:bn:notification', '{fg}:bf:notification', '{fg}:bq:notification', '{fg}:bs:notification', '{fg}:bd:notification', '{fg}:rd:notification', '{fg}:bfs:notification', '{fg}:bfr:notification'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:notification', '{fg}:hr:notification', '{fg}:stats', '{fg}:log', '{fg}:n:notification', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:notification', '{fg}:blq:notification', '{fg}:bld:notification'
@@ -592,9 +593,25 @@ end
 -- an account). An entry names the newest admission before it, so that a
 -- reader can interleave the two.
 if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tkey, 6) ~= string.sub(rkey, 6)) then
-  local after = '-'
-  if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
-  redis.call('SET', tkey, 'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id .. '\n' .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
+  local old, ttl = redis.call('GET', tkey), TRTTL
+  if not old and rlog == '' and outcome ~= 'queued' then
+    -- A refusal about a recipient with no history: an enumeration makes
+    -- one per victim, so only TRNEW such traces a minute are begun, each
+    -- living as long as the source windows and held emails it explains.
+    ttl = TRNTTL
+    local bk = TBK .. math.floor(NOW / 60000)
+    local n = redis.call('INCR', bk)
+    if n == 1 then redis.call('PEXPIRE', bk, 120000) end
+    if n > TRNEW then
+      ttl = 0
+      redis.call('HINCRBY', stkey, KIND .. '|t:skipped', 1)
+    end
+  end
+  if ttl > 0 then
+    local after = '-'
+    if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
+    redis.call('SET', tkey, 'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id .. '\n' .. string.sub(old or '', 1, TRKEEP), 'PX', ttl)
+  end
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', LOGLEN, '*', 'stage', 'admit', 'kind', KIND,

@@ -15,6 +15,7 @@ local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.999268
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:password_reset:', '{fg}:rp:password_reset:'
 local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, 3600000, '{fg}:tb:password_reset:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:password_reset', '{fg}:bi:password_reset', '{fg}:bn:password_reset', '{fg}:bf:password_reset', '{fg}:bq:password_reset', '{fg}:bs:password_reset', '{fg}:bd:password_reset', '{fg}:rd:password_reset', '{fg}:bfs:password_reset', '{fg}:bfr:password_reset'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:password_reset', '{fg}:hr:password_reset', '{fg}:stats', '{fg}:log', '{fg}:n:password_reset', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:password_reset', '{fg}:blq:password_reset', '{fg}:bld:password_reset'

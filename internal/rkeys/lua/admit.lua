@@ -196,9 +196,25 @@ end
 -- an account). An entry names the newest admission before it, so that a
 -- reader can interleave the two.
 if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tkey, 6) ~= string.sub(rkey, 6)) then
-  local after = '-'
-  if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
-  {{trace "'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id" "redis.call('GET', tkey)"}}
+  local old, ttl = redis.call('GET', tkey), TRTTL
+  if not old and rlog == '' and outcome ~= 'queued' then
+    -- A refusal about a recipient with no history: an enumeration makes
+    -- one per victim, so only TRNEW such traces a minute are begun, each
+    -- living as long as the source windows and held emails it explains.
+    ttl = TRNTTL
+    local bk = TBK .. math.floor(NOW / 60000)
+    local n = redis.call('INCR', bk)
+    if n == 1 then redis.call('PEXPIRE', bk, 120000) end
+    if n > TRNEW then
+      ttl = 0
+      redis.call('HINCRBY', stkey, KIND .. '|t:skipped', 1)
+    end
+  end
+  if ttl > 0 then
+    local after = '-'
+    if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
+    {{trace "'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id" "old" "ttl"}}
+  end
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', LOGLEN, '*', 'stage', 'admit', 'kind', KIND,

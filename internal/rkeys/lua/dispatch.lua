@@ -20,7 +20,7 @@ local function trace(outcome, reason)
     now = tt[1] * 1000 + math.floor(tt[2] / 1000)
   end
   now = now - TREPOCH
-  {{trace "'d' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "old"}}
+  {{trace "'d' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "old" "TRTTL"}}
 end
 local function record(field, outcome, reason, always)
   redis.call('HINCRBY', stkey, KIND .. '|d:' .. field, 1)

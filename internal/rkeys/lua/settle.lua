@@ -55,7 +55,7 @@ end
 local field = KIND .. '|d:' .. outcome
 if reason ~= '' then field = field .. ':' .. reason end
 redis.call('HINCRBY', stkey, field, 1)
-{{trace "'s' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "cur[2]"}}
+{{trace "'s' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "cur[2]" "TRTTL"}}
 if outcome ~= 'sent' or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'settle', 'kind', KIND,
     'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)
