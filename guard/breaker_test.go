@@ -746,3 +746,30 @@ kinds:
 		}
 	}
 }
+
+// TestDuplicatesDoNotTripRefusals: users who ask again while their mail is
+// slow are duplicates, from as many sources as there are users; they send
+// nothing and must not trip the refusal trip, or slow mail would lock
+// every user out.
+func TestDuplicatesDoNotTripRefusals(t *testing.T) {
+	g, _, tr := breakerGuard(t, `
+kinds:
+  password_reset:
+    per_group: {}
+    breaker: { learn: { warmup: 0 }, surge_factor: 0, refusal_ratio: 0.5, refusal_min: 20/1m, refusal_sources: 10, cooldown: 1h }
+`, Config{})
+	for i := range 100 {
+		for n := range 3 {
+			v := admit(t, g, adm(queue.KindPasswordReset, fmt.Sprintf("user%d@example.com", i), fmt.Sprintf("198.51.%d.%d", i/200, i%200)))
+			if n > 0 && v.Outcome != queue.Duplicate {
+				t.Fatalf("ask %d of user %d = %+v, want duplicate", n, i, v)
+			}
+		}
+	}
+	if all := tr.list(); len(all) != 0 {
+		t.Fatalf("users asking again moved the breaker: %+v", all)
+	}
+	if st, err := g.Breaker(context.Background(), queue.KindPasswordReset); err != nil || st.State != BreakerClosed {
+		t.Fatalf("breaker %+v, %v; want closed", st, err)
+	}
+}

@@ -227,7 +227,10 @@
 // signal the application verified ([queue.Email].Trust), sources (or
 // groups) whose emails were redeemed before it opened, and recipients with
 // a held email at least RerequestAfter old who ask again (one who asks
-// sooner is a duplicate of the held email); what a lane admits is not held
+// sooner is a duplicate of the held email) from a source that made at most
+// RerequestSources requests of the kind in its longest per-source window
+// (an attack source asks for many victims; a user for one account, a few
+// times); what a lane admits is not held
 // again at dispatch. Then hold parks the email in the held area (bounded
 // by HoldMax, beyond it shed), clamp admits the baseline rate (at least
 // the probe rate) and sheds the rest, shed refuses; each marks the

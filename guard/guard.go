@@ -366,6 +366,12 @@ func admitConfig(name string, kp KindPolicy, logLen, traceNew int) rkeys.AdmitCo
 	// shrunk cap cannot exceed it, and without per-source windows there is
 	// none to shrink.
 	c.UntrustedAfter = min(kp.UntrustedAfter, c.SourceLen)
+	// A re-request's source may have made at most RerequestSources
+	// requests in its longest window; the log must hold one more entry to
+	// tell, else the per-source cap is the stronger bound already.
+	if k := kp.Breaker.Lanes.RerequestSources; k > 0 && k < c.SourceLen {
+		c.Breaker.RerequestSrcLen, c.Breaker.RerequestSrcFrom, c.Breaker.RerequestSrcMS = int64(k+1)*6, int64(k)*6+1, c.SourceTTL
+	}
 	return c
 }
 
@@ -484,7 +490,8 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 		laned = "1"
 	}
 	args := []any{rkeys.AttemptValue(attempt), pl.lease, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
-		g.global[0], g.global[1], dl[0], dl[1], p.ID, body, g.sampleFlag(), rh, g.logLen, laned}
+		g.global[0], g.global[1], dl[0], dl[1], p.ID, body, g.sampleFlag(), rh, g.logLen, laned,
+		rkeys.HeldMarker(g.recipientKey(p.Kind, canon, p.Account))}
 	res, sfx, err := g.reply(ctx, "dispatch", p.Kind, p.ID, rh, pl.dispatch.Run(ctx, g.rdb, keys, args...))
 	if err != nil {
 		return queue.Verdict{}, err

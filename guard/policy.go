@@ -169,7 +169,8 @@ type BreakerPolicy struct {
 	// fraction of it. Between 10ms and 1h. Default 1m.
 	Window time.Duration
 	// RefusalRatio trips the breaker when at least this share of the
-	// requests in the window is refused by caps (duplicate or capped),
+	// requests in the window is refused by caps (capped; duplicates send
+	// nothing and users asking again while mail is slow make them),
 	// which is what enumeration looks like; zero turns it off. Default 0.5.
 	RefusalRatio float64
 	// RefusalMin is the request rate below which the refusal trip never
@@ -350,6 +351,13 @@ type LanePolicy struct {
 	// RerequestAfter old through when they ask again.
 	Rerequest      bool
 	RerequestAfter time.Duration
+	// RerequestSources lets a re-request through only when its source
+	// made at most this many requests of the kind in its longest
+	// per-source window: a user asks a few times for one account, an
+	// attack source for many victims, so the attacker cannot fill the
+	// lane with second asks unless it spends a source on every victim or
+	// two. Zero: no such condition. Default 4.
+	RerequestSources int
 	// Redeemed lets sources (or source groups) whose emails were redeemed
 	// before the breaker opened through.
 	Redeemed bool
@@ -377,7 +385,7 @@ func defaultBreaker() BreakerPolicy {
 		Bounces:     BouncePolicy{MinSends: 200, Ratio: 0.05, ComplaintRatio: 0.005},
 		CloseFactor: 2,
 		Lanes: LanePolicy{Factor: 2, Min: Rate{60, time.Minute}, Trusted: true, Rerequest: true,
-			RerequestAfter: time.Minute, Redeemed: true},
+			RerequestAfter: time.Minute, RerequestSources: 4, Redeemed: true},
 	}
 }
 
@@ -816,6 +824,9 @@ func (k KindPolicy) validateSignals(path string, window time.Duration, pos map[s
 	}
 	if rate(bp+".lanes.min", ln.Min) {
 		between(bp+".lanes.factor", ln.Factor, 0, 1e6)
+	}
+	if ln.RerequestSources < 0 || ln.RerequestSources > MaxWindowCount {
+		bad(bp+".lanes.rerequest_sources", "must be between 0 (off) and 1000")
 	}
 	if ln.RerequestAfter < 0 || (k.TTL > 0 && ln.RerequestAfter > k.TTL) {
 		bad(bp+".lanes.rerequest_after", "must be between 0 and the kind's ttl")
@@ -1306,12 +1317,13 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 								d.errorf(v, p, "must be auto or a rate like 60/1m (use lanes: off)")
 							}
 						},
-						"factor":          func(v *yaml.Node, p string) { d.float(v, p, &l.Factor) },
-						"min":             func(v *yaml.Node, p string) { d.rate(v, p, &l.Min) },
-						"trusted":         func(v *yaml.Node, p string) { d.boolean(v, p, &l.Trusted) },
-						"rerequest":       func(v *yaml.Node, p string) { d.boolean(v, p, &l.Rerequest) },
-						"rerequest_after": func(v *yaml.Node, p string) { d.duration(v, p, &l.RerequestAfter) },
-						"redeemed":        func(v *yaml.Node, p string) { d.boolean(v, p, &l.Redeemed) },
+						"factor":            func(v *yaml.Node, p string) { d.float(v, p, &l.Factor) },
+						"min":               func(v *yaml.Node, p string) { d.rate(v, p, &l.Min) },
+						"trusted":           func(v *yaml.Node, p string) { d.boolean(v, p, &l.Trusted) },
+						"rerequest":         func(v *yaml.Node, p string) { d.boolean(v, p, &l.Rerequest) },
+						"rerequest_after":   func(v *yaml.Node, p string) { d.duration(v, p, &l.RerequestAfter) },
+						"rerequest_sources": func(v *yaml.Node, p string) { d.integer(v, p, &l.RerequestSources) },
+						"redeemed":          func(v *yaml.Node, p string) { d.boolean(v, p, &l.Redeemed) },
 					})
 				},
 			})

@@ -592,3 +592,70 @@ kinds:
 	}
 	t.Logf("learned share %.2f; opened %+v", b.Redemption, open)
 }
+
+// TestRerequestLaneSources: the re-request lane lets a user who asks again
+// through, but not a source that asked for many recipients: an attack's
+// second asks cannot fill it.
+func TestRerequestLaneSources(t *testing.T) {
+	g, _, _ := breakerGuard(t, `
+global: { rate: 100000/1s }
+domains: { default: 100000/1s }
+kinds:
+  password_reset:
+    breaker: { lanes: { rate: 1000/1s, rerequest_after: 1s, rerequest_sources: 2 }, cooldown: 1h }
+`, Config{})
+	ctx := context.Background()
+	if _, err := g.Trip(ctx, queue.KindPasswordReset, ReasonSurge); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(to, source string) queue.Verdict {
+		a, _ := emailAdm(t, queue.KindPasswordReset, to, source, "")
+		return admit(t, g, a)
+	}
+	wantVerdict(t, "user asks", ask("user@example.com", "203.0.113.9"), queue.Held, "breaker")
+	for i := range 3 {
+		wantVerdict(t, "attack asks", ask(fmt.Sprintf("victim%d@example.com", i), "198.51.100.50"), queue.Held, "breaker")
+	}
+	time.Sleep(1100 * time.Millisecond) // held emails become a re-request's after rerequest_after
+	wantVerdict(t, "user asks again", ask("user@example.com", "203.0.113.9"), queue.Queued, LaneRerequest)
+	wantVerdict(t, "attack asks again", ask("victim0@example.com", "198.51.100.50"), queue.Duplicate, "held")
+	// Nor does a release take the attack's second ask for a user's.
+	res, err := g.Release(ctx, queue.KindPasswordReset, ReleaseOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Lanes[LaneRerequest] != 0 || res.Lanes["none"] != 3 {
+		t.Errorf("dry run lanes %v, want the attack's 3 in none and no rerequest", res.Lanes)
+	}
+	conserved(t, g)
+}
+
+// TestRerequestAfterDispatchHold: a user admitted just before the trip
+// and held at dispatch asks again; the admission in the dedup window does
+// not refuse them: the re-request lane takes them like any held user.
+func TestRerequestAfterDispatchHold(t *testing.T) {
+	g, _, _ := breakerGuard(t, `
+global: { rate: 100000/1s }
+domains: { default: 100000/1s }
+kinds:
+  password_reset:
+    breaker: { lanes: { rate: 1000/1s, rerequest_after: 1s }, cooldown: 1h }
+`, Config{})
+	ctx := context.Background()
+	a, p := emailAdm(t, queue.KindPasswordReset, "early@example.com", "203.0.113.5", "")
+	wantVerdict(t, "before the trip", admit(t, g, a), queue.Queued, "")
+	if _, err := g.Trip(ctx, queue.KindPasswordReset, ReasonSurge); err != nil {
+		t.Fatal(err)
+	}
+	if v := dispatch(t, g, p, "a"); v.Allow || v.Outcome != queue.Held {
+		t.Fatalf("dispatch while open = %+v, want held", v)
+	}
+	ask := func() queue.Verdict {
+		a, _ := emailAdm(t, queue.KindPasswordReset, "early@example.com", "203.0.113.5", "")
+		return admit(t, g, a)
+	}
+	wantVerdict(t, "asks again at once", ask(), queue.Duplicate, "held")
+	time.Sleep(1100 * time.Millisecond) // the held email becomes re-requestable after rerequest_after
+	wantVerdict(t, "asks again later", ask(), queue.Queued, LaneRerequest)
+	conserved(t, g)
+}

@@ -6,6 +6,7 @@
 //
 //	go run ./cmd/drill                 # embedded: redis-server, sink, workers in-process
 //	go run ./cmd/drill -quick          # a small drill
+//	go run ./cmd/drill -scenario all   # attack shapes with legitimate users in them
 //	go run ./cmd/drill -redis redis://host:6379 -api http://worker:8080 -sink http://sink:8025
 //
 // Run "drill -h" for the flags.

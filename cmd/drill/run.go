@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 
@@ -34,6 +35,8 @@ type options struct {
 	logLevel   string
 	domains    string
 	cpuProfile string
+	scenario   string
+	speed      float64
 }
 
 // flags binds the flags to cfg and o, with their current values as
@@ -63,6 +66,8 @@ func flags(cfg *drill.Config, o *options) *flag.FlagSet {
 	fs.BoolVar(&o.noProgress, "no-progress", o.noProgress, "no phase announcements or progress bar on stderr")
 	fs.BoolVar(&o.strict, "strict", o.strict, "exit 1 when a target or check fails")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", o.cpuProfile, "write a CPU profile of the drill process to this file")
+	fs.StringVar(&o.scenario, "scenario", o.scenario, "run a scenario with legitimate users instead of the classic drill: "+strings.Join(drill.ScenarioNames, ", ")+", or all (embedded stack; -quick for the short variants)")
+	fs.Float64Var(&o.speed, "speed", o.speed, "scenarios: simulated seconds per real second (0: each scenario's own, 60 or 120)")
 	fs.StringVar(&o.logLevel, "log-level", o.logLevel, "embedded components' log level on stderr: debug, info, warn, error")
 	return fs
 }
@@ -92,7 +97,7 @@ func parse(args []string, stderr io.Writer) (drill.Config, options, error) {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		fs.SetOutput(stderr)
-		fmt.Fprintln(stderr, "usage: drill [flags]   (embedded stack)\n       drill -redis URL -api URL -sink URL [flags]   (a running deployment)")
+		fmt.Fprintln(stderr, "usage: drill [flags]   (embedded stack)\n       drill -redis URL -api URL -sink URL [flags]   (a running deployment)\n       drill -scenario NAME|all [-quick] [-strict] [-speed N]   (attack shapes with legitimate users, embedded)")
 		fs.PrintDefaults()
 		fmt.Fprint(stderr, `
 Environment:
@@ -141,6 +146,20 @@ Exit status: 0 the drill ran (with -strict: and met every target), 1 it failed, 
 		fmt.Fprintf(stderr, "drill: %v\n", err)
 		return cfg, o, errUsage
 	}
+	if o.scenario != "" {
+		if o.scenario != "all" && !slices.Contains(drill.ScenarioNames, o.scenario) {
+			fmt.Fprintf(stderr, "drill: -scenario: no scenario %q (have %s, or all)\n", o.scenario, strings.Join(drill.ScenarioNames, ", "))
+			return cfg, o, errUsage
+		}
+		if o.speed < 0 || o.speed > 1000 {
+			fmt.Fprintln(stderr, "drill: -speed must be between 1 and 1000 (0: each scenario's own)")
+			return cfg, o, errUsage
+		}
+		if !cfg.Embedded() {
+			fmt.Fprintln(stderr, "drill: -scenario runs on the embedded stack only: drop -redis, -api and -sink")
+			return cfg, o, errUsage
+		}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		fmt.Fprintf(stderr, "drill: -log-level: %v\n", err)
@@ -172,6 +191,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if o.scenario != "" {
+		return runScenarios(ctx, cfg, o, stdout, stderr)
+	}
 	rep, err := drill.Run(ctx, cfg)
 	if err != nil {
 		return err
@@ -193,6 +215,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.strict && !rep.Passed() {
 		return errors.New("a target or check failed (-strict)")
+	}
+	return nil
+}
+
+// runScenarios runs -scenario (one, or all in turn), prints each
+// report's table and writes their JSON, an array, to -report.
+func runScenarios(ctx context.Context, cfg drill.Config, o options, stdout, stderr io.Writer) error {
+	if !cfg.Embedded() {
+		return errors.New("-scenario runs on the embedded stack only: drop -redis, -api and -sink")
+	}
+	names := []string{o.scenario}
+	if o.scenario == "all" {
+		names = drill.ScenarioNames
+	}
+	var reps []*drill.ScenarioReport
+	ok := true
+	for _, name := range names {
+		rep, err := drill.RunScenario(ctx, drill.ScenarioConfig{Name: name, Quick: o.quick, Speed: o.speed, Policy: cfg.Policy,
+			Workers: cfg.Workers, Concurrency: cfg.Concurrency, RedisServer: cfg.RedisServer, Progress: cfg.Progress, Logger: cfg.Logger})
+		if err != nil {
+			return err
+		}
+		reps = append(reps, rep)
+		ok = ok && rep.OK
+		if err := rep.WriteText(stdout); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout)
+	}
+	if o.report != "" {
+		b, err := json.MarshalIndent(reps, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.report, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("-report: %w", err)
+		}
+		if !o.noProgress {
+			fmt.Fprintf(stderr, "drill: report written to %s\n", o.report)
+		}
+	}
+	if o.strict && !ok {
+		return errors.New("a scenario missed a target (-strict)")
 	}
 	return nil
 }

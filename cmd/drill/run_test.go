@@ -61,6 +61,9 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-token-file", "x"}, "deployment mode"},
 		{[]string{"-log-level", "loud"}, "-log-level"},
 		{[]string{"-bogus"}, "flag provided but not defined"},
+		{[]string{"-scenario", "flod"}, "no scenario \"flod\" (have flood, frog"},
+		{[]string{"-scenario", "flood", "-speed", "5000"}, "-speed must be between"},
+		{[]string{"-scenario", "flood", "-redis", "redis://127.0.0.1:1", "-api", "http://w:8080", "-sink", "http://s:8025"}, "embedded stack only"},
 		{[]string{"extra"}, "unexpected argument"},
 	} {
 		var stderr bytes.Buffer

@@ -82,6 +82,10 @@ type Config struct {
 	Progress io.Writer
 	// Logger receives the embedded components' logs; nil discards.
 	Logger *slog.Logger
+
+	// pollInterval and sweepInterval set the embedded workers' (zero:
+	// their defaults); scenarios shorten them with the time they compress.
+	pollInterval, sweepInterval time.Duration
 }
 
 // Built-in drill sizes.

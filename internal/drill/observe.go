@@ -160,6 +160,11 @@ type delivered struct {
 type sinkWatch struct {
 	sink         sinkAPI
 	attackDomain string // "@attacked.example", lower case
+	// interval is how often it reads the sink; zero means sinkPoll.
+	interval time.Duration
+	// onMessage, when set, sees every new message, oldest first, with the
+	// watch's lock held: it must not block.
+	onMessage func(*smtpsink.Message)
 
 	mu         sync.Mutex
 	newest     string // the sink id of the newest message seen
@@ -199,7 +204,7 @@ func (w *sinkWatch) start(ctx context.Context) error {
 }
 
 func (w *sinkWatch) run(ctx context.Context) {
-	t := time.NewTicker(sinkPoll)
+	t := time.NewTicker(cmp.Or(w.interval, sinkPoll))
 	defer t.Stop()
 	for {
 		select {
@@ -257,6 +262,9 @@ func (w *sinkWatch) poll(ctx context.Context) error {
 
 func (w *sinkWatch) add(m *smtpsink.Message) {
 	w.total++
+	if w.onMessage != nil {
+		w.onMessage(m)
+	}
 	if m.MessageID != "" {
 		w.messageIDs[m.MessageID]++
 	}

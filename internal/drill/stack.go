@@ -158,6 +158,8 @@ func startEmbedded(ctx context.Context, cfg *Config, policy *guard.Policy, log *
 			Sweeper:         g,
 			Concurrency:     cfg.Concurrency,
 			ShutdownTimeout: 5 * time.Second,
+			PollInterval:    cfg.pollInterval,
+			SweepInterval:   cfg.sweepInterval,
 			Logger:          log,
 		})
 		if err != nil {

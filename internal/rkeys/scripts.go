@@ -138,6 +138,10 @@ type BreakerConfig struct {
 	LaneFactor                               float64
 	LaneTrusted, LaneRerequest, LaneRedeemed bool
 	RerequestS                               int64
+	// RerequestSrcLen, when not zero, also asks of a re-request that its
+	// source log hold fewer than RerequestSrcLen/6 entries younger than
+	// RerequestSrcMS (the entry at RerequestSrcFrom is older).
+	RerequestSrcLen, RerequestSrcFrom, RerequestSrcMS int64
 	// Redemption: buckets of RedeemBucketMS (0: off) judged RedeemLagMS
 	// after they end, when they hold at least RedeemMin sent emails; a
 	// share below RedeemCollapse × the learned share, from at least
@@ -355,7 +359,8 @@ func render(name, kind string, logLen int, c BreakerConfig, data any) string {
 		"open": func(li, op, ai, st string) string {
 			var out bytes.Buffer
 			err := scripts.Lookup("open.lua").Execute(&out, map[string]any{"Li": li, "Op": op, "Ai": ai, "St": st, "Mode": c.Mode,
-				"LaneTrusted": c.LaneTrusted, "LaneRerequest": c.LaneRerequest, "LaneRedeemed": c.LaneRedeemed})
+				"LaneTrusted": c.LaneTrusted, "LaneRerequest": c.LaneRerequest, "LaneRedeemed": c.LaneRedeemed,
+				"RqSrcLen": c.RerequestSrcLen, "RqSrcFrom": c.RerequestSrcFrom, "RqSrcMS": c.RerequestSrcMS})
 			if err != nil {
 				panic(err)
 			}
@@ -485,6 +490,7 @@ func DispatchLua(kind string, c BreakerConfig) string {
 // ARGV[12] -> recipient hash for the log
 // ARGV[13] -> decision log MAXLEN
 // ARGV[14] -> "1" when the email came through a lane
+// ARGV[15] -> the recipient's [HeldMarker] key, set when it is held
 //
 // Returns, followed by the breaker suffix: "allow:", "allow:replay" (either
 // followed by ";<n>" when n earlier results of the email were ambiguous),

@@ -73,7 +73,7 @@ local opened = tonumber(redis.call('HGET', IK, 'opened')) or NOW
 local lane = ''
 if trust ~= '' then
   lane = 'trusted'
-elseif (o[2] and tonumber(o[2]) < opened) or (o[3] and tonumber(o[3]) < opened) then
+elseif (o[2] and tonumber(o[2]) <= opened) or (o[3] and tonumber(o[3]) <= opened) then
   lane = 'redeemed'
 elseif o[1] and string.sub(o[1], -1) == 'r' then
   lane = 'rerequest'

@@ -469,6 +469,9 @@ elseif B.st == 'o' and MODE == 'hold' then
   if redis.call('HLEN', hkey) < HOLDMAX then
     redis.call('HSET', hkey, id, 'd' .. exp .. ' ' .. payload)
     redis.call('PEXPIRE', hkey, HOLDTTL + SWEEPMS)
+    -- Admitted before the trip and held now: the recipient's re-request
+    -- must find it (its admission is in the dedup window).
+    redis.call('SET', ARGV[15], t[1] - 1577836800, 'NX', 'PX', HOLDTTL)
     return terminal('4', 'held:breaker', 'held', 'breaker') .. bsuffix()
   end
   return terminal('5', 'shed:hold_full', 'shed', 'hold_full') .. bsuffix()

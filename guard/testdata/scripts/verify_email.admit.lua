@@ -75,7 +75,10 @@ local bst, brs, bidx, bprev, blim, bdidx, bdprev, bbud, bfl = string.match(cur[3
 if outcome then
 elseif cur[4] then
   outcome = 'suppressed'
-elseif #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= 120 then
+elseif #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= 120
+  and not (bst == 'o' and redis.call('EXISTS', hmkey) == 1) then
+  -- (An email admitted before the trip and held at dispatch leaves its
+  -- admission in the window: the open breaker's lanes judge the re-request.)
   outcome = 'duplicate'
 elseif #rlog >= 57 and nows - tonumber(string.sub(rlog, 48, 57)) <= 3600 then
   outcome, reason = 'capped', 'recipient'
@@ -104,7 +107,9 @@ end
 -- (not for the relay) in the same window whose cooldown runs.
 local nidx = math.floor(now / W)
 local frac = 1 - (now - nidx * W) / W
-local refused = outcome == 'duplicate' or outcome == 'capped'
+-- Duplicates are not refusals here: they send nothing, and users who ask
+-- again while their mail is slow make them from many sources.
+local refused = outcome == 'capped'
 local eligible = outcome == nil
 local isnew = eligible and rlog == ''
 local fast = bst ~= nil and tonumber(bidx) == nidx
@@ -148,7 +153,7 @@ elseif fast and bst == 'o' and brs ~= 'r' then
     end
   end
   -- Sources (or their group) whose emails were redeemed before it opened.
-  if not outcome and not lane and ((o2[2] and tonumber(o2[2]) < tonumber(bop)) or (o2[3] and tonumber(o2[3]) < tonumber(bop))) then
+  if not outcome and not lane and ((o2[2] and tonumber(o2[2]) <= tonumber(bop)) or (o2[3] and tonumber(o2[3]) <= tonumber(bop))) then
     local lt = tonumber(redis.call('GET', LDK)) or NOWUS
     if lt <= NOWUS then
       redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
@@ -158,8 +163,10 @@ elseif fast and bst == 'o' and brs ~= 'r' then
   if not outcome and not lane and hm then
     -- An email to this recipient is held: a real user whose email did not
     -- arrive asks again; an attack on distinct victims asks once each.
-    local age = nows - tonumber(string.match(hm, '^%d+'))
-    if age >= RQAFTER then
+    -- A source that asked for many recipients is an attack's, not a user's
+    -- asking again: neither the lane nor a release takes its re-request.
+    local again = nows - tonumber(string.match(hm, '^%d+')) >= RQAFTER and (#slog < 30 or now - u48(slog, 25) >= 3600000)
+    if again then
       local lt = tonumber(redis.call('GET', LQK)) or NOWUS
       if lt <= NOWUS then
         redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
@@ -168,7 +175,7 @@ elseif fast and bst == 'o' and brs ~= 'r' then
     end
     if not lane then
       outcome, reason = 'duplicate', 'held'
-      if age >= RQAFTER and string.sub(hm, -1) ~= 'r' then redis.call('SET', hmkey, hm .. 'r', 'KEEPTTL') end
+      if again and string.sub(hm, -1) ~= 'r' then redis.call('SET', hmkey, hm .. 'r', 'KEEPTTL') end
     end
   end
   if lane then
@@ -584,7 +591,7 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
     end
   end
   -- Sources (or their group) whose emails were redeemed before it opened.
-  if not outcome and not lane and ((o2[2] and tonumber(o2[2]) < B.op) or (o2[3] and tonumber(o2[3]) < B.op)) then
+  if not outcome and not lane and ((o2[2] and tonumber(o2[2]) <= B.op) or (o2[3] and tonumber(o2[3]) <= B.op)) then
     local lt = tonumber(redis.call('GET', LDK)) or NOWUS
     if lt <= NOWUS then
       redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
@@ -594,8 +601,10 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
   if not outcome and not lane and hm then
     -- An email to this recipient is held: a real user whose email did not
     -- arrive asks again; an attack on distinct victims asks once each.
-    local age = nows - tonumber(string.match(hm, '^%d+'))
-    if age >= RQAFTER then
+    -- A source that asked for many recipients is an attack's, not a user's
+    -- asking again: neither the lane nor a release takes its re-request.
+    local again = nows - tonumber(string.match(hm, '^%d+')) >= RQAFTER and (#slog < 30 or now - u48(slog, 25) >= 3600000)
+    if again then
       local lt = tonumber(redis.call('GET', LQK)) or NOWUS
       if lt <= NOWUS then
         redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
@@ -604,7 +613,7 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
     end
     if not lane then
       outcome, reason = 'duplicate', 'held'
-      if age >= RQAFTER and string.sub(hm, -1) ~= 'r' then redis.call('SET', hmkey, hm .. 'r', 'KEEPTTL') end
+      if again and string.sub(hm, -1) ~= 'r' then redis.call('SET', hmkey, hm .. 'r', 'KEEPTTL') end
     end
   end
   if lane then

@@ -54,7 +54,10 @@ if outcome then
 elseif cur[4] then
   outcome = 'suppressed'
 {{- if .Dedup}}
-elseif #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= {{.Dedup}} then
+elseif #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= {{.Dedup}}
+  and not (bst == 'o' and redis.call('EXISTS', hmkey) == 1) then
+  -- (An email admitted before the trip and held at dispatch leaves its
+  -- admission in the window: the open breaker's lanes judge the re-request.)
   outcome = 'duplicate'
 {{- end}}
 {{- range .Recipient}}
@@ -86,7 +89,9 @@ end
 -- (not for the relay) in the same window whose cooldown runs.
 local nidx = math.floor(now / W)
 local frac = 1 - (now - nidx * W) / W
-local refused = outcome == 'duplicate' or outcome == 'capped'
+-- Duplicates are not refusals here: they send nothing, and users who ask
+-- again while their mail is slow make them from many sources.
+local refused = outcome == 'capped'
 local eligible = outcome == nil
 local isnew = eligible and rlog == ''
 local fast = bst ~= nil and tonumber(bidx) == nidx

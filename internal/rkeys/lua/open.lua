@@ -17,7 +17,7 @@
 {{- end}}
 {{- if .LaneRedeemed}}
   -- Sources (or their group) whose emails were redeemed before it opened.
-  if not outcome and not lane and ((o2[2] and tonumber(o2[2]) < {{.Op}}) or (o2[3] and tonumber(o2[3]) < {{.Op}})) then
+  if not outcome and not lane and ((o2[2] and tonumber(o2[2]) <= {{.Op}}) or (o2[3] and tonumber(o2[3]) <= {{.Op}})) then
     local lt = tonumber(redis.call('GET', LDK)) or NOWUS
     if lt <= NOWUS then
       redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
@@ -28,9 +28,11 @@
   if not outcome and not lane and hm then
     -- An email to this recipient is held: a real user whose email did not
     -- arrive asks again; an attack on distinct victims asks once each.
-    local age = nows - tonumber(string.match(hm, '^%d+'))
+    -- A source that asked for many recipients is an attack's, not a user's
+    -- asking again: neither the lane nor a release takes its re-request.
+    local again = nows - tonumber(string.match(hm, '^%d+')) >= RQAFTER{{if .RqSrcLen}} and (#slog < {{.RqSrcLen}} or now - u48(slog, {{.RqSrcFrom}}) >= {{.RqSrcMS}}){{end}}
 {{- if .LaneRerequest}}
-    if age >= RQAFTER then
+    if again then
       local lt = tonumber(redis.call('GET', LQK)) or NOWUS
       if lt <= NOWUS then
         redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
@@ -40,7 +42,7 @@
 {{- end}}
     if not lane then
       outcome, reason = 'duplicate', 'held'
-      if age >= RQAFTER and string.sub(hm, -1) ~= 'r' then redis.call('SET', hmkey, hm .. 'r', 'KEEPTTL') end
+      if again and string.sub(hm, -1) ~= 'r' then redis.call('SET', hmkey, hm .. 'r', 'KEEPTTL') end
     end
   end
   if lane then
