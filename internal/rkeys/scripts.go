@@ -218,7 +218,9 @@ func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 		panic("rkeys: breaker mode " + strconv.Quote(c.Mode))
 	}
 	w := max(c.WindowMS, 1)
-	fmt.Fprintf(b, "local KIND, TAG, LOGLEN = '%s', '%s', %d\n", kind, Tag, max(logLen, 1))
+	// LOGLEN is a string: it is only ever a command argument, which Redis
+	// would otherwise format from a Lua number on every call.
+	fmt.Fprintf(b, "local KIND, TAG, LOGLEN = '%s', '%s', '%d'\n", kind, Tag, max(logLen, 1))
 	fmt.Fprintf(b, "local OFF, NONE, NOGROUP = 1e15, '%s', '%s'\n", None, luaBytes(NoGroup))
 	fmt.Fprintf(b, "local BPAT, BHEAD, BPREVF, BTAIL = '%s', '%s', '%s', '%s'\n", statePattern, headPattern, prevfPattern, tailPattern)
 	fmt.Fprintf(b, "local W, FLOORC, FLOORR, SF, ALPHA = %d, %s, %s, %s, %s\n", w, num(c.FloorCount),

@@ -1,4 +1,4 @@
-local KIND, TAG, LOGLEN = 'notification', '{fg}', 10000
+local KIND, TAG, LOGLEN = 'notification', '{fg}', '10000'
 local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
 local BPAT, BHEAD, BPREVF, BTAIL = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)', '^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)', ' (%d+) (%d+) (%d+) (%d+)$'
 local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 0, 9.92063492063492e-05
@@ -30,9 +30,9 @@ local tag, id, payload, sample, rcpt, trust, who, narrow = ARGV[1], ARGV[2], ARG
 
 local cur = redis.call('MGET', rkey, skey, BK, ukey, NK)
 local rlog, slog = cur[1] or '', cur[2] or ''
-local hmkey, tskey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6)
-local tgkey = NONE
-if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
+-- The held marker and the trust keys, which only an open breaker reads
+-- (open.lua names them then): building them costs every decision.
+local hmkey, tskey, tgkey
 -- A re-sent script finds its own admission in the recipient log.
 local p = string.find(rlog, tag, 1, true)
 while p do
@@ -95,6 +95,8 @@ elseif fast and bst == 'o' and brs ~= 'r' then
   -- Open or half-open: lanes first, for what an attack cannot produce in
   -- bulk, each paced on its own; then probes (half-open) or the clamp;
   -- then the mode.
+  hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
+  if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], tonumber(bli)
   if not outcome and trust ~= '' then
@@ -516,6 +518,8 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
   -- Open or half-open: lanes first, for what an attack cannot produce in
   -- bulk, each paced on its own; then probes (half-open) or the clamp;
   -- then the mode.
+  hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
+  if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], B.li
   if not outcome and trust ~= '' then
@@ -578,7 +582,7 @@ end
 local field
 if not outcome then
   outcome = 'queued'
-  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, 931), 'PX', 86401000)
+  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, 931), 'PX', '86401000')
   if lane then
     redis.call('HINCRBY', stkey, KIND .. '|l:' .. lane, 1)
     reason = lane
@@ -591,7 +595,8 @@ elseif reason ~= 'replay' then
   redis.call('HINCRBY', stkey, field, 1)
 end
 -- Everything that passed the caps uses its source's quota, held and shed
--- alike, so one source cannot park more than its cap.
+-- alike, so one source cannot park more than its cap. (TTLs are string
+-- literals here: Redis formats a Lua number argument with sprintf.)
 if eligible and reason ~= 'replay' then
 end
 -- The recipient's trace, newest first: every decision but a plain

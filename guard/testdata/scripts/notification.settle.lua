@@ -1,4 +1,4 @@
-local KIND, TAG, LOGLEN = 'notification', '{fg}', 1
+local KIND, TAG, LOGLEN = 'notification', '{fg}', '1'
 local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
 local BPAT, BHEAD, BPREVF, BTAIL = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)', '^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)', ' (%d+) (%d+) (%d+) (%d+)$'
 local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 0, 9.92063492063492e-05

@@ -1,4 +1,4 @@
-local KIND, TAG, LOGLEN = 'verify_email', '{fg}', 10000
+local KIND, TAG, LOGLEN = 'verify_email', '{fg}', '10000'
 local OFF, NONE, NOGROUP = 1e15, '{fg}:none', '\0\0\0\0\0\0\0\0\0'
 local BPAT, BHEAD, BPREVF, BTAIL = '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$', '^(%a)(%S) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)', '^%S+ %d+ %d+ %d+ %d+ %d+ %d+ %d+ (%d+)', ' (%d+) (%d+) (%d+) (%d+)$'
 local W, FLOORC, FLOORR, SF, ALPHA = 60000, 60, 1, 5, 9.92063492063492e-05
@@ -48,9 +48,9 @@ local rlog, slog = cur[1] or '', cur[2] or ''
 local glog4 = cur[6] or ''
 local glog5 = cur[7] or ''
 local glog6 = cur[8] or ''
-local hmkey, tskey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6)
-local tgkey = NONE
-if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
+-- The held marker and the trust keys, which only an open breaker reads
+-- (open.lua names them then): building them costs every decision.
+local hmkey, tskey, tgkey
 -- A re-sent script finds its own admission in the recipient log.
 local p = string.find(rlog, tag, 1, true)
 while p do
@@ -76,7 +76,7 @@ if outcome then
 elseif cur[4] then
   outcome = 'suppressed'
 elseif #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= 120
-  and not (bst == 'o' and redis.call('EXISTS', hmkey) == 1) then
+  and not (bst == 'o' and redis.call('EXISTS', TAG .. 'H' .. string.sub(rkey, 6)) == 1) then
   -- (An email admitted before the trip and held at dispatch leaves its
   -- admission in the window: the open breaker's lanes judge the re-request.)
   outcome = 'duplicate'
@@ -93,7 +93,7 @@ elseif #glog5 >= 120 and now - u48(glog5, 115) < 3600000 then
 elseif #glog6 >= 360 and now - u48(glog6, 355) < 3600000 then
   outcome, reason = 'capped', 'group'
 elseif bfl and tonumber(bfl) >= 2 and #slog >= 30 and now - u48(slog, 25) >= RDLAG
-  and not redis.call('GET', tskey) then
+  and not redis.call('GET', TAG .. 'T' .. string.sub(skey, 6)) then
   -- The application confirms this kind's links, and none of this
   -- source's last 5 emails was redeemed: its cap shrinks to them.
   outcome, reason = 'capped', 'unredeemed'
@@ -142,6 +142,8 @@ elseif fast and bst == 'o' and brs ~= 'r' then
   -- Open or half-open: lanes first, for what an attack cannot produce in
   -- bulk, each paced on its own; then probes (half-open) or the clamp;
   -- then the mode.
+  hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
+  if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], tonumber(bli)
   if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
@@ -580,6 +582,8 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
   -- Open or half-open: lanes first, for what an attack cannot produce in
   -- bulk, each paced on its own; then probes (half-open) or the clamp;
   -- then the mode.
+  hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
+  if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], B.li
   if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
@@ -648,7 +652,7 @@ end
 local field
 if not outcome then
   outcome = 'queued'
-  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, 171), 'PX', 86401000)
+  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, 171), 'PX', '86401000')
   if lane then
     redis.call('HINCRBY', stkey, KIND .. '|l:' .. lane, 1)
     reason = lane
@@ -661,17 +665,18 @@ elseif reason ~= 'replay' then
   redis.call('HINCRBY', stkey, field, 1)
 end
 -- Everything that passed the caps uses its source's quota, held and shed
--- alike, so one source cannot park more than its cap.
+-- alike, so one source cannot park more than its cap. (TTLs are string
+-- literals here: Redis formats a Lua number argument with sprintf.)
 if eligible and reason ~= 'replay' then
-  redis.call('SET', skey, p48(now) .. string.sub(slog, 1, 114), 'PX', 3600000)
+  redis.call('SET', skey, p48(now) .. string.sub(slog, 1, 114), 'PX', '3600000')
   if KEYS[4] ~= NONE then
-    redis.call('SET', KEYS[4], p48(now) .. string.sub(glog4, 1, 354), 'PX', 3600000)
+    redis.call('SET', KEYS[4], p48(now) .. string.sub(glog4, 1, 354), 'PX', '3600000')
   end
   if KEYS[5] ~= NONE then
-    redis.call('SET', KEYS[5], p48(now) .. string.sub(glog5, 1, 114), 'PX', 3600000)
+    redis.call('SET', KEYS[5], p48(now) .. string.sub(glog5, 1, 114), 'PX', '3600000')
   end
   if KEYS[6] ~= NONE then
-    redis.call('SET', KEYS[6], p48(now) .. string.sub(glog6, 1, 354), 'PX', 3600000)
+    redis.call('SET', KEYS[6], p48(now) .. string.sub(glog6, 1, 354), 'PX', '3600000')
   end
 end
 -- The recipient's trace, newest first: every decision but a plain

@@ -27,9 +27,9 @@ local rlog, slog = cur[1] or '', cur[2] or ''
 {{- range .Groups}}
 local glog{{.Key}} = cur[{{.Cur}}] or ''
 {{- end}}
-local hmkey, tskey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6)
-local tgkey = NONE
-if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
+-- The held marker and the trust keys, which only an open breaker reads
+-- (open.lua names them then): building them costs every decision.
+local hmkey, tskey, tgkey
 -- A re-sent script finds its own admission in the recipient log.
 local p = string.find(rlog, tag, 1, true)
 while p do
@@ -55,7 +55,7 @@ elseif cur[4] then
   outcome = 'suppressed'
 {{- if .Dedup}}
 elseif #rlog >= 19 and nows - tonumber(string.sub(rlog, 10, 19)) <= {{.Dedup}}
-  and not (bst == 'o' and redis.call('EXISTS', hmkey) == 1) then
+  and not (bst == 'o' and redis.call('EXISTS', TAG .. 'H' .. string.sub(rkey, 6)) == 1) then
   -- (An email admitted before the trip and held at dispatch leaves its
   -- admission in the window: the open breaker's lanes judge the re-request.)
   outcome = 'duplicate'
@@ -74,7 +74,7 @@ elseif #glog{{$g.Key}} >= {{.Len}} and now - u48(glog{{$g.Key}}, {{.From}}) < {{
 {{- end}}{{end}}
 {{- if .Untrusted}}
 elseif bfl and tonumber(bfl) >= 2 and #slog >= {{.Untrusted.Len}} and now - u48(slog, {{.Untrusted.From}}) >= RDLAG
-  and not redis.call('GET', tskey) then
+  and not redis.call('GET', TAG .. 'T' .. string.sub(skey, 6)) then
   -- The application confirms this kind's links, and none of this
   -- source's last {{.Untrusted.N}} emails was redeemed: its cap shrinks to them.
   outcome, reason = 'capped', 'unredeemed'
@@ -172,7 +172,7 @@ end
 local field
 if not outcome then
   outcome = 'queued'
-  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, {{.RecipientKeep}}), 'PX', {{.RecipientTTL}})
+  redis.call('SET', rkey, tag .. string.format('%010d', nows) .. string.sub(rlog, 1, {{.RecipientKeep}}), 'PX', '{{.RecipientTTL}}')
   if lane then
     redis.call('HINCRBY', stkey, KIND .. '|l:' .. lane, 1)
     reason = lane
@@ -185,14 +185,15 @@ elseif reason ~= 'replay' then
   redis.call('HINCRBY', stkey, field, 1)
 end
 -- Everything that passed the caps uses its source's quota, held and shed
--- alike, so one source cannot park more than its cap.
+-- alike, so one source cannot park more than its cap. (TTLs are string
+-- literals here: Redis formats a Lua number argument with sprintf.)
 if eligible and reason ~= 'replay' then
 {{- if .Source}}
-  redis.call('SET', skey, p48(now) .. string.sub(slog, 1, {{.SourceKeep}}), 'PX', {{.SourceTTL}})
+  redis.call('SET', skey, p48(now) .. string.sub(slog, 1, {{.SourceKeep}}), 'PX', '{{.SourceTTL}}')
 {{- end}}
 {{- range .Groups}}
   if KEYS[{{.Key}}] ~= NONE then
-    redis.call('SET', KEYS[{{.Key}}], p48(now) .. string.sub(glog{{.Key}}, 1, {{.Keep}}), 'PX', {{.TTL}})
+    redis.call('SET', KEYS[{{.Key}}], p48(now) .. string.sub(glog{{.Key}}, 1, {{.Keep}}), 'PX', '{{.TTL}}')
   end
 {{- end}}
 end

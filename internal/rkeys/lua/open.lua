@@ -1,6 +1,8 @@
   -- Open or half-open: lanes first, for what an attack cannot produce in
   -- bulk, each paced on its own; then probes (half-open) or the clamp;
   -- then the mode.
+  hmkey, tskey, tgkey = TAG .. 'H' .. string.sub(rkey, 6), TAG .. 'T' .. string.sub(skey, 6), NONE
+  if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], {{.Li}}
 {{- if eq .Mode "hold"}}
