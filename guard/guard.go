@@ -410,14 +410,17 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 		return queue.Verdict{}, err
 	}
 	canon := Canonical(a.To, g.policy.RecipientRules)
-	rh := g.dg.RcptHash(canon)
+	// The recipient's name in logs is the start of its suppression field:
+	// one digest gives both.
+	sup := g.dg.SuppressionField(canon)
+	rh := rkeys.RcptHashOfField(sup)
 	rkey := g.recipientKey(a.Kind, canon, a.Account)
 	sk := pl.sourceKeysOf(g.dg, a.Source)
 	// The EVALSHA arguments: the kind's fixed keys are boxed once, in the
 	// plan, which saves an allocation per key per admission.
 	args := make([]any, len(pl.admitArgs), len(pl.admitArgs)+8)
 	copy(args, pl.admitArgs)
-	args[3], args[4], args[5] = rkey, sk.log, g.dg.Suppression(canon)
+	args[3], args[4], args[5] = rkey, sk.log, rkeys.SuppressionOfField(sup)
 	for i, gk := range sk.groups {
 		args[6+i] = gk
 	}
@@ -577,7 +580,7 @@ func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, ou
 	if o == "sent" {
 		// What feedback on this email will need: its source and group
 		// (trust) and its recipient log (a report suppresses it).
-		meta = pl.sourceKeysOf(g.dg, p.Source).digest + rkeys.Digest(g.recipientKey(p.Kind, canon, p.Account)) + p.Kind
+		meta = pl.sourceKeysOf(g.dg, p.Source).digest() + rkeys.Digest(g.recipientKey(p.Kind, canon, p.Account)) + p.Kind
 	}
 	args := []any{rkeys.AttemptValue(attempt), o, reason, strconv.FormatInt(p.ExpiresAt.UnixMilli(), 10), g.grace,
 		g.sampleFlag(), rh, p.ID, g.logLen, relay, meta}

@@ -52,7 +52,15 @@ func sourceAddr(s string) (netip.Addr, bool) {
 // or false when source is not an IP address of p's family.
 func sourceNetwork(source string, p GroupPrefix) (string, bool) {
 	a, ok := sourceAddr(strings.TrimSpace(source))
-	if !ok || a.Is6() != p.IPv6 {
+	if !ok {
+		return "", false
+	}
+	return addrNetwork(a, p)
+}
+
+// addrNetwork is [sourceNetwork] of a parsed source.
+func addrNetwork(a netip.Addr, p GroupPrefix) (string, bool) {
+	if a.Is6() != p.IPv6 {
 		return "", false
 	}
 	n, err := a.Prefix(p.Bits)
@@ -74,20 +82,29 @@ type sourceKeys struct {
 	// who names the source's narrowest group (or the source) in the
 	// breaker's counts of distinct sources.
 	who string
-	// digest is what a sent email's claim keeps: the source's and the
-	// narrowest group's digests.
-	digest string
 }
+
+// digest is what a sent email's claim keeps: the source's and the
+// narrowest group's digests.
+func (k sourceKeys) digest() string { return rkeys.Digest(k.log) + rkeys.Digest(k.narrowLog) }
 
 // sourceKeysOf returns the keys of a caller's source for kind pl.
 func (pl *plan) sourceKeysOf(dg *rkeys.Digests, source string) sourceKeys {
-	src := NormalizeSource(source)
-	k := sourceKeys{log: dg.Source(pl.name, src), groups: make([]string, len(pl.groups)), who: "s:" + src}
+	// As NormalizeSource, parsing the address once for every group.
+	src := strings.TrimSpace(source)
+	a, isIP := sourceAddr(src)
+	if isIP {
+		src = a.String()
+	}
+	k := sourceKeys{log: dg.Source(pl.name, src), groups: make([]string, len(pl.groups))}
 	k.narrowLog, k.narrowArg = rkeys.None, "0"
 	bits := -1
 	for i, p := range pl.groups {
 		k.groups[i] = rkeys.None
-		if n, ok := sourceNetwork(src, p); ok {
+		if !isIP {
+			continue
+		}
+		if n, ok := addrNetwork(a, p); ok {
 			k.groups[i] = dg.Group(pl.name, n)
 			if p.Bits > bits {
 				k.narrowLog, bits, k.who = k.groups[i], p.Bits, "g:"+n
@@ -95,6 +112,8 @@ func (pl *plan) sourceKeysOf(dg *rkeys.Digests, source string) sourceKeys {
 			}
 		}
 	}
-	k.digest = rkeys.Digest(k.log) + rkeys.Digest(k.narrowLog)
+	if bits < 0 {
+		k.who = "s:" + src
+	}
 	return k
 }

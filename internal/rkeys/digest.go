@@ -19,7 +19,16 @@ import (
 // unkeyed Digests. A Digests is safe for concurrent use.
 type Digests struct {
 	keyed bool
-	pool  sync.Pool // of hash.Hash
+	pool  sync.Pool // of *hasher
+}
+
+// hasher is a hash with the buffers sum needs, pooled so that a digest
+// allocates nothing: a string converted for hash.Hash.Write, and the
+// array given to Sum, would each escape to the heap.
+type hasher struct {
+	h   hash.Hash
+	in  []byte
+	out [sha256.Size]byte
 }
 
 // NewDigests returns the digests under key; an empty key gives the
@@ -29,9 +38,9 @@ func NewDigests(key []byte) *Digests {
 	k := append([]byte(nil), key...)
 	d.pool.New = func() any {
 		if d.keyed {
-			return hmac.New(sha256.New, k)
+			return &hasher{h: hmac.New(sha256.New, k)}
 		}
-		return sha256.New()
+		return &hasher{h: sha256.New()}
 	}
 	return d
 }
@@ -45,24 +54,28 @@ var unkeyed = NewDigests(nil)
 // sum returns the digest of the parts, each followed by a NUL except the
 // last (the layout the unkeyed keys have always had: kind NUL value).
 func (d *Digests) sum(parts ...string) [sha256.Size]byte {
-	h := d.pool.Get().(hash.Hash)
-	h.Reset()
+	hs := d.pool.Get().(*hasher)
+	hs.in = hs.in[:0]
 	for i, p := range parts {
 		if i > 0 {
-			h.Write([]byte{0})
+			hs.in = append(hs.in, 0)
 		}
-		h.Write([]byte(p))
+		hs.in = append(hs.in, p...)
 	}
-	var out [sha256.Size]byte
-	h.Sum(out[:0])
-	d.pool.Put(h)
+	hs.h.Reset()
+	hs.h.Write(hs.in)
+	hs.h.Sum(hs.out[:0])
+	out := hs.out
+	if cap(hs.in) <= 1024 { // a huge input's buffer is not kept
+		d.pool.Put(hs)
+	}
 	return out
 }
 
 func (d *Digests) key(typ byte, kind, s string) string {
 	sum := d.sum(kind, s)
-	out := make([]byte, 0, len(Tag)+1+logDigest)
-	out = append(append(append(out, Tag...), typ), sum[:logDigest]...)
+	var buf [len(Tag) + 1 + logDigest]byte // on the stack: one allocation, the string
+	out := append(append(append(buf[:0], Tag...), typ), sum[:logDigest]...)
 	return string(out)
 }
 
@@ -92,7 +105,7 @@ func (d *Digests) SuppressionField(canonical string) string {
 
 // Suppression is [Suppression] under d.
 func (d *Digests) Suppression(canonical string) string {
-	return Tag + "u" + d.SuppressionField(canonical)
+	return SuppressionOfField(d.SuppressionField(canonical))
 }
 
 // RcptHash returns the name of a canonical recipient in logs, the decision

@@ -165,6 +165,10 @@ func SuppressionField(canonical string) string { return unkeyed.SuppressionField
 // recipient's other state in one MGET.
 func Suppression(canonical string) string { return unkeyed.Suppression(canonical) }
 
+// SuppressionOfField returns the [Suppression] key of the recipient a
+// [SuppressionField] names.
+func SuppressionOfField(field string) string { return Tag + "u" + field }
+
 // EmailTag returns the tag that marks an email's entry in a recipient log,
 // so that a re-sent admission script recognises its own earlier admission:
 // 9 decimal digits from 100000000 to 922337202 (about 2^29.6 values), so an
