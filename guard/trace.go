@@ -124,17 +124,27 @@ type traceEntry struct {
 	id      string
 }
 
-// parseTrace reads a trace value, newest first, into entries oldest
-// first. A line cut by the trim (no newline) and malformed lines are
-// skipped.
+// parseTrace reads a trace value ([rkeys.Trace]: oldest first, each
+// line after its newline) into entries oldest first: the newest entry and
+// the older ones whose lines, each with its newline, fit in
+// [rkeys.TraceKeep] bytes, so that what it shows does not depend on when
+// a script cut the value. The text before the first newline (an entry
+// the cut split) and malformed lines are skipped.
 func parseTrace(v string) []traceEntry {
 	var out []traceEntry
-	for {
-		line, rest, ok := strings.Cut(v, "\n")
-		if !ok {
+	budget := rkeys.TraceKeep
+	for first := true; ; first = false {
+		i := strings.LastIndexByte(v, '\n')
+		if i < 0 {
 			break
 		}
-		v = rest
+		line := v[i+1:]
+		v = v[:i]
+		if !first {
+			if budget -= len(line) + 1; budget < 0 {
+				break
+			}
+		}
 		if len(line) < 2 {
 			continue
 		}

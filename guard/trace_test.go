@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -297,8 +300,8 @@ kinds:
 	if err != nil {
 		t.Fatalf("trace key: %v", err)
 	}
-	if len(v) > rkeys.TraceKeep+200 {
-		t.Errorf("trace holds %d bytes, bound %d + one entry", len(v), rkeys.TraceKeep)
+	if len(v) > rkeys.TraceMax+200 {
+		t.Errorf("trace holds %d bytes, bound %d + one entry", len(v), rkeys.TraceMax)
 	}
 	kt := kindTrace(t, trace(t, g, to), queue.KindNotification)
 	if n := len(kt.Events); n < 20 || n > 60 || kt.Events[n-1].Outcome != "capped" {
@@ -395,5 +398,43 @@ func TestTraceBoundedUnderEnumeration(t *testing.T) {
 	k := kindTrace(t, trace(t, g, known), queue.KindPasswordReset)
 	if n := len(k.Events); n != 2 || k.Events[1].Outcome != string(queue.Duplicate) {
 		t.Errorf("known recipient's trace %v, want its admission and the duplicate", eventsOf(k.Events))
+	}
+}
+
+// TestParseTraceShowsNewestKeep: however the appended value was cut (as
+// the scripts cut it past rkeys.TraceMax), the reader shows the newest
+// entry and exactly the older ones that fit in rkeys.TraceKeep bytes.
+func TestParseTraceShowsNewestKeep(t *testing.T) {
+	r := mrand.New(mrand.NewPCG(1, 2))
+	var all []string // every entry written, oldest first
+	v := ""
+	for i := range 2000 {
+		e := "d" + strconv.Itoa(1000+i) + " deferred:global " + strings.Repeat("x", 1+r.IntN(120))
+		all = append(all, e)
+		// The scripts' trace statement: append, and past TraceMax keep the
+		// entry and the TraceKeep bytes before it.
+		if v += "\n" + e; len(v) > rkeys.TraceMax {
+			v = v[len(v)-(rkeys.TraceKeep+1+len(e)):]
+		}
+		if len(v) > rkeys.TraceMax+1+len(e) {
+			t.Fatalf("value of %d bytes", len(v))
+		}
+		want := []string{all[len(all)-1]}
+		for j, budget := len(all)-2, rkeys.TraceKeep; j >= 0; j-- {
+			if budget -= len(all[j]) + 1; budget < 0 {
+				break
+			}
+			want = append(want, all[j])
+		}
+		slices.Reverse(want)
+		got := parseTrace(v)
+		if len(got) != len(want) {
+			t.Fatalf("after %d entries: %d shown, want %d", i+1, len(got), len(want))
+		}
+		for j, e := range got {
+			if e.id != want[j][strings.LastIndexByte(want[j], ' ')+1:] || e.ms != int64(1000+i-len(want)+1+j) {
+				t.Fatalf("after %d entries: entry %d is %+v, want %q", i+1, j, e, want[j])
+			}
+		}
 	}
 }

@@ -84,7 +84,7 @@ func (d *Digests) Recipient(kind, canonical string) string { return d.key('r', k
 
 // Trace is [Trace] of [Digests.Recipient]: the trace key of a canonical
 // recipient under d.
-func (d *Digests) Trace(kind, canonical string) string { return d.key('t', kind, canonical) }
+func (d *Digests) Trace(kind, canonical string) string { return d.key('e', kind, canonical) }
 
 // Account is [Account] under d.
 func (d *Digests) Account(kind, account string) string {

@@ -99,31 +99,41 @@ const None = Tag + ":none"
 func HeldMarker(recipientKey string) string { return swapType(recipientKey, 'H') }
 
 // Trace returns the key of a canonical recipient's trace for one kind, from
-// its [Recipient] key: "{fg}t" + the same digest. It is keyed on the
+// its [Recipient] key: "{fg}e" + the same digest. It is keyed on the
 // address even when the email names an account (whose caps use [Account]),
-// so an operator can ask about an address. The value is the newest-first
-// list of the decisions about the recipient's emails, one line each:
+// so an operator can ask about an address. The value is the oldest-first
+// list of the decisions about the recipient's emails, one line each, each
+// line preceded by its newline:
 //
-//	<stage><ms since LogEpoch> <outcome>:<reason> <email id>\n
+//	\n<stage><ms since LogEpoch> <outcome>:<reason> <email id>
 //
-// stage a (admission), d (dispatch), s (settle) or r (release), written by
-// the scripts that take those decisions. The scripts keep the newest
-// [TraceKeep] bytes (a cut entry at the end, without its newline, is
-// ignored by the reader) and set the key to expire with the kind's longest
-// per-recipient window or its TTL, whichever is longer; a trace begun by a
-// refusal about a recipient with no history is budgeted ([TraceBudget])
-// and expires with the kind's source and group windows or its TTL. It
-// holds no address, name, source or link.
-func Trace(recipientKey string) string { return swapType(recipientKey, 't') }
+// stage a (admission), d (dispatch), s (settle) or r (release), appended
+// by the scripts that take those decisions. Past [TraceMax] bytes a script
+// keeps its entry and the [TraceKeep] bytes before it (the cut entry at the
+// start, before the first newline, is ignored by the reader); the reader
+// shows the newest entry and the older ones that fit in TraceKeep bytes,
+// so the trace reads the same whenever it was cut. The scripts set the key
+// to expire with the kind's longest per-recipient window or its TTL,
+// whichever is longer; a trace begun by a refusal about a recipient with
+// no history is budgeted ([TraceBudget]) and expires with the kind's
+// source and group windows or its TTL. It holds no address, name, source
+// or link. (An earlier layout, newest first and rewritten by every
+// decision, was "{fg}t"; such keys are no longer read and expire.)
+func Trace(recipientKey string) string { return swapType(recipientKey, 'e') }
 
 // TraceBudget returns the prefix of the per-minute counters of the traces
 // a kind's refusals begin for recipients with no history
 // ("<prefix><minute since the Unix epoch>"); each expires after two minutes.
 func TraceBudget(kind string) string { return Tag + ":tb:" + kind + ":" }
 
-// TraceKeep bounds a trace: the bytes of older entries a decision keeps
-// when it adds its own (about 30 entries).
+// TraceKeep bounds a trace: the bytes of entries older than the newest
+// that a trace shows (about 30 entries).
 const TraceKeep = 2048
+
+// TraceMax bounds the bytes a trace key holds before a script cuts it back
+// to its newest entry and TraceKeep bytes: appending the other decisions
+// writes only their own entry.
+const TraceMax = 2 * TraceKeep
 
 // SourceTrust returns the key of the trust a source earned for a kind,
 // from its [Source] key: "{fg}T" + the same digest. The value is the Redis

@@ -22,11 +22,16 @@ var scripts = template.Must(template.New("").Funcs(template.FuncMap{
 	"lib":    func() string { return "" },
 	"open":   func(_, _, _, _ string) string { return "" },
 	// trace is the statement by which every script adds an entry (a Lua
-	// expression, without its newline) to the recipient's [Trace] tkey
-	// in front of old (a Lua expression; nil is empty), keeping TRKEEP
-	// bytes of the older entries, to expire after ttl ms.
-	"trace": func(entry, old, ttl string) string {
-		return "redis.call('SET', tkey, " + entry + " .. '\\n' .. string.sub(" + old + " or '', 1, TRKEEP), 'PX', " + ttl + ")"
+	// expression, without its newline) to the recipient's [Trace] tkey,
+	// to expire after ttl ms (a Lua expression). It appends, so that a
+	// decision does not rewrite the whole trace; past TRMAX bytes it
+	// keeps the entry and the TRKEEP bytes before it, which is what
+	// the reader shows.
+	"trace": func(entry, ttl string) string {
+		return "do local e = '\\n' .. " + entry + "\n" +
+			"  if redis.call('APPEND', tkey, e) > TRMAX then\n" +
+			"    redis.call('SET', tkey, redis.call('GETRANGE', tkey, -(TRKEEP + #e), -1), 'PX', " + ttl + ")\n" +
+			"  else redis.call('PEXPIRE', tkey, " + ttl + ") end end"
 	},
 }).ParseFS(luaFiles, "lua/*.lua"))
 
@@ -238,8 +243,9 @@ func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 	fmt.Fprintf(b, "local RDCOL, RDNEED, RDALPHA, RDFALL = %s, %s, %s, %s\n", num(c.RedeemCollapse), num(c.RedeemNeed), num(min(max(c.RedeemAlpha, 1e-9), 1)), num(c.RedeemFall))
 	fmt.Fprintf(b, "local RPMIN, RPSRC, RPRAT, CLOSEF = %d, %d, %s, %s\n", c.ReportMin, c.ReportSources, num(c.ReportRatio), num(c.CloseFactor))
 	fmt.Fprintf(b, "local RGPFX, RPPFX = '%s', '%s'\n", RedemptionSources(kind), ReportSources(kind))
-	fmt.Fprintf(b, "local TRKEEP, TRTTL, TREPOCH = %d, %d, %d\n", TraceKeep, max(c.TraceTTLMS, 1), LogEpoch*1000)
-	fmt.Fprintf(b, "local TRNEW, TRNTTL, TBK = %d, %d, '%s'\n", c.TraceNewMax, max(c.TraceNewTTLMS, 1), TraceBudget(kind))
+	// The trace TTLs are strings, being only command arguments.
+	fmt.Fprintf(b, "local TRKEEP, TRMAX, TRTTL, TREPOCH = %d, %d, '%d', %d\n", TraceKeep, TraceMax, max(c.TraceTTLMS, 1), LogEpoch*1000)
+	fmt.Fprintf(b, "local TRNEW, TRNTTL, TBK = %d, '%d', '%s'\n", c.TraceNewMax, max(c.TraceNewTTLMS, 1), TraceBudget(kind))
 	// The kind's fixed keys are constants of its scripts rather than
 	// arguments: every key shares the hash tag, so each script runs on the
 	// node of the keys it declares, and the arguments a decision sends are

@@ -14,8 +14,8 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 0, 0, 1, 0, 1
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
 local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
 local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
-local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
-local TRNEW, TRNTTL, TBK = 1000, 86400000, '{fg}:tb:notification:'
+local TRKEEP, TRMAX, TRTTL, TREPOCH = 2048, 4096, '86401000', 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, '86400000', '{fg}:tb:notification:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:notification', '{fg}:bi:notification', '{fg}:bn:notification', '{fg}:bf:notification', '{fg}:bq:notification', '{fg}:bs:notification', '{fg}:bd:notification', '{fg}:rd:notification', '{fg}:bfs:notification', '{fg}:bfr:notification'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:notification', '{fg}:hr:notification', '{fg}:stats', '{fg}:log', '{fg}:n:notification', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:notification', '{fg}:blq:notification', '{fg}:bld:notification'
@@ -44,7 +44,10 @@ local nows = t[1] - 1577836800
 -- The recipient's trace (none for a payload that cannot be opened).
 local function trace(outcome, reason)
   if tkey == NONE then return end
-  redis.call('SET', tkey, 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
+  do local e = '\n' .. 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id
+  if redis.call('APPEND', tkey, e) > TRMAX then
+    redis.call('SET', tkey, redis.call('GETRANGE', tkey, -(TRKEEP + #e), -1), 'PX', TRTTL)
+  else redis.call('PEXPIRE', tkey, TRTTL) end end
 end
 local function refuse(outcome, reason)
   trace(outcome, reason)

@@ -14,8 +14,8 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 0, 0, 1, 0, 1
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0, 0, 1e-09, 0
 local RPMIN, RPSRC, RPRAT, CLOSEF = 0, 0, 0, 2
 local RGPFX, RPPFX = '{fg}:rg:notification:', '{fg}:rp:notification:'
-local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
-local TRNEW, TRNTTL, TBK = 1000, 86400000, '{fg}:tb:notification:'
+local TRKEEP, TRMAX, TRTTL, TREPOCH = 2048, 4096, '86401000', 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, '86400000', '{fg}:tb:notification:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:notification', '{fg}:bi:notification', '{fg}:bn:notification', '{fg}:bf:notification', '{fg}:bq:notification', '{fg}:bs:notification', '{fg}:bd:notification', '{fg}:rd:notification', '{fg}:bfs:notification', '{fg}:bfr:notification'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:notification', '{fg}:hr:notification', '{fg}:stats', '{fg}:log', '{fg}:n:notification', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:notification', '{fg}:blq:notification', '{fg}:bld:notification'
@@ -26,8 +26,7 @@ local ckey, tkey, stkey, logkey = KEYS[1], KEYS[2], STK, LOGK
 local attempt, outcome, reason, exp, margin = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local sample, rcpt, id, loglen, relay, meta = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 
-local cur = redis.call('MGET', ckey, tkey)
-local claim = cur[1]
+local claim = redis.call('GET', ckey)
 local t = redis.call('TIME')
 NOW = t[1] * 1000 + math.floor(t[2] / 1000)
 NOWUS = (t[1] - 1577836800) * 1000000 + t[2]
@@ -79,7 +78,10 @@ end
 local field = KIND .. '|d:' .. outcome
 if reason ~= '' then field = field .. ':' .. reason end
 redis.call('HINCRBY', stkey, field, 1)
-redis.call('SET', tkey, 's' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(cur[2] or '', 1, TRKEEP), 'PX', TRTTL)
+do local e = '\n' .. 's' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id
+  if redis.call('APPEND', tkey, e) > TRMAX then
+    redis.call('SET', tkey, redis.call('GETRANGE', tkey, -(TRKEEP + #e), -1), 'PX', TRTTL)
+  else redis.call('PEXPIRE', tkey, TRTTL) end end
 if outcome ~= 'sent' or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'settle', 'kind', KIND,
     'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)

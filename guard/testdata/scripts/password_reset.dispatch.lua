@@ -14,8 +14,8 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:password_reset:', '{fg}:rp:password_reset:'
-local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
-local TRNEW, TRNTTL, TBK = 1000, 3600000, '{fg}:tb:password_reset:'
+local TRKEEP, TRMAX, TRTTL, TREPOCH = 2048, 4096, '86401000', 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, '3600000', '{fg}:tb:password_reset:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:password_reset', '{fg}:bi:password_reset', '{fg}:bn:password_reset', '{fg}:bf:password_reset', '{fg}:bq:password_reset', '{fg}:bs:password_reset', '{fg}:bd:password_reset', '{fg}:rd:password_reset', '{fg}:bfs:password_reset', '{fg}:bfr:password_reset'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:password_reset', '{fg}:hr:password_reset', '{fg}:stats', '{fg}:log', '{fg}:n:password_reset', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:password_reset', '{fg}:blq:password_reset', '{fg}:bld:password_reset'
@@ -27,14 +27,15 @@ local attempt, lease, exp, margin = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumbe
 local gi, gb, di, db = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local id, payload, sample, rcpt, loglen, laned = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14] == '1'
 
-local cur = redis.call('MGET', ckey, BK, gkey, dkey, tkey)
--- The recipient's trace: this decision first, the newest entries kept. A
--- deferral repeating the newest entry (same email, same reason) is not
--- written again, so a rate-limited email cannot push its history out.
+local cur = redis.call('MGET', ckey, BK, gkey, dkey)
+-- The recipient's trace gets this decision. A deferral repeating the
+-- newest entry (same email, same reason) is not written again, so a
+-- rate-limited email cannot push its history out; only the trace's tail,
+-- as long as such an entry can be, is read for it.
 local function trace(outcome, reason)
-  local old = cur[5] or ''
   if outcome == 'deferred' then
-    local o, i = string.match(old, '^d%d+ ([^\n]-) ([^\n]*)\n')
+    local tail = redis.call('GETRANGE', tkey, -(#reason + #id + 40), -1)
+    local o, i = string.match(tail, '\nd%d+ ([^\n]-) ([^\n]*)$')
     if o == outcome .. ':' .. reason and i == id then return end
   end
   local now = NOW
@@ -43,7 +44,10 @@ local function trace(outcome, reason)
     now = tt[1] * 1000 + math.floor(tt[2] / 1000)
   end
   now = now - TREPOCH
-  redis.call('SET', tkey, 'd' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(old or '', 1, TRKEEP), 'PX', TRTTL)
+  do local e = '\n' .. 'd' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id
+  if redis.call('APPEND', tkey, e) > TRMAX then
+    redis.call('SET', tkey, redis.call('GETRANGE', tkey, -(TRKEEP + #e), -1), 'PX', TRTTL)
+  else redis.call('PEXPIRE', tkey, TRTTL) end end
 end
 local function record(field, outcome, reason, always)
   redis.call('HINCRBY', stkey, KIND .. '|d:' .. field, 1)

@@ -14,8 +14,8 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:password_reset:', '{fg}:rp:password_reset:'
-local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
-local TRNEW, TRNTTL, TBK = 1000, 3600000, '{fg}:tb:password_reset:'
+local TRKEEP, TRMAX, TRTTL, TREPOCH = 2048, 4096, '86401000', 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, '3600000', '{fg}:tb:password_reset:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:password_reset', '{fg}:bi:password_reset', '{fg}:bn:password_reset', '{fg}:bf:password_reset', '{fg}:bq:password_reset', '{fg}:bs:password_reset', '{fg}:bd:password_reset', '{fg}:rd:password_reset', '{fg}:bfs:password_reset', '{fg}:bfr:password_reset'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:password_reset', '{fg}:hr:password_reset', '{fg}:stats', '{fg}:log', '{fg}:n:password_reset', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:password_reset', '{fg}:blq:password_reset', '{fg}:bld:password_reset'
@@ -44,7 +44,10 @@ local nows = t[1] - 1577836800
 -- The recipient's trace (none for a payload that cannot be opened).
 local function trace(outcome, reason)
   if tkey == NONE then return end
-  redis.call('SET', tkey, 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
+  do local e = '\n' .. 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id
+  if redis.call('APPEND', tkey, e) > TRMAX then
+    redis.call('SET', tkey, redis.call('GETRANGE', tkey, -(TRKEEP + #e), -1), 'PX', TRTTL)
+  else redis.call('PEXPIRE', tkey, TRTTL) end end
 end
 local function refuse(outcome, reason)
   trace(outcome, reason)

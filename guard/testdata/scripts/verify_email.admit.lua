@@ -14,8 +14,8 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:verify_email:', '{fg}:rp:verify_email:'
-local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
-local TRNEW, TRNTTL, TBK = 1000, 86400000, '{fg}:tb:verify_email:'
+local TRKEEP, TRMAX, TRTTL, TREPOCH = 2048, 4096, '86401000', 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, '86400000', '{fg}:tb:verify_email:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:verify_email', '{fg}:bi:verify_email', '{fg}:bn:verify_email', '{fg}:bf:verify_email', '{fg}:bq:verify_email', '{fg}:bs:verify_email', '{fg}:bd:verify_email', '{fg}:rd:verify_email', '{fg}:bfs:verify_email', '{fg}:bfr:verify_email'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:verify_email', '{fg}:hr:verify_email', '{fg}:stats', '{fg}:log', '{fg}:n:verify_email', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:verify_email', '{fg}:blq:verify_email', '{fg}:bld:verify_email'
@@ -679,13 +679,13 @@ if eligible and reason ~= 'replay' then
     redis.call('SET', KEYS[6], p48(now) .. string.sub(glog6, 1, 354), 'PX', '3600000')
   end
 end
--- The recipient's trace, newest first: every decision but a plain
--- admission, which the recipient log records already (unless caps key on
--- an account). An entry names the newest admission before it, so that a
--- reader can interleave the two.
+-- The recipient's trace: every decision but a plain admission, which the
+-- recipient log records already (unless caps key on an account). An entry
+-- names the newest admission before it, so that a reader can interleave
+-- the two.
 if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tkey, 6) ~= string.sub(rkey, 6)) then
-  local old, ttl = redis.call('GET', tkey), TRTTL
-  if not old and rlog == '' and outcome ~= 'queued' then
+  local ttl = TRTTL
+  if rlog == '' and outcome ~= 'queued' and redis.call('EXISTS', tkey) == 0 then
     -- A refusal about a recipient with no history: an enumeration makes
     -- one per victim, so only TRNEW such traces a minute are begun, each
     -- living as long as the source windows and held emails it explains.
@@ -694,14 +694,17 @@ if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tke
     local n = redis.call('INCR', bk)
     if n == 1 then redis.call('PEXPIRE', bk, 120000) end
     if n > TRNEW then
-      ttl = 0
+      ttl = nil
       redis.call('HINCRBY', stkey, KIND .. '|t:skipped', 1)
     end
   end
-  if ttl > 0 then
+  if ttl then
     local after = '-'
     if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
-    redis.call('SET', tkey, 'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id .. '\n' .. string.sub(old or '', 1, TRKEEP), 'PX', ttl)
+    do local e = '\n' .. 'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id
+  if redis.call('APPEND', tkey, e) > TRMAX then
+    redis.call('SET', tkey, redis.call('GETRANGE', tkey, -(TRKEEP + #e), -1), 'PX', ttl)
+  else redis.call('PEXPIRE', tkey, ttl) end end
   end
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then

@@ -14,8 +14,8 @@ local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
 local RGPFX, RPPFX = '{fg}:rg:verify_email:', '{fg}:rp:verify_email:'
-local TRKEEP, TRTTL, TREPOCH = 2048, 86401000, 1577836800000
-local TRNEW, TRNTTL, TBK = 1000, 86400000, '{fg}:tb:verify_email:'
+local TRKEEP, TRMAX, TRTTL, TREPOCH = 2048, 4096, '86401000', 1577836800000
+local TRNEW, TRNTTL, TBK = 1000, '86400000', '{fg}:tb:verify_email:'
 local BK, IK, NK, FK, PK, SK, DK, RK, FSK, FRK = '{fg}:b:verify_email', '{fg}:bi:verify_email', '{fg}:bn:verify_email', '{fg}:bf:verify_email', '{fg}:bq:verify_email', '{fg}:bs:verify_email', '{fg}:bd:verify_email', '{fg}:rd:verify_email', '{fg}:bfs:verify_email', '{fg}:bfr:verify_email'
 local HK, HRK, STK, LOGK, AK, KK = '{fg}:h:verify_email', '{fg}:hr:verify_email', '{fg}:stats', '{fg}:log', '{fg}:n:verify_email', '{fg}:kinds'
 local LTK, LQK, LDK = '{fg}:blt:verify_email', '{fg}:blq:verify_email', '{fg}:bld:verify_email'
@@ -44,7 +44,10 @@ local nows = t[1] - 1577836800
 -- The recipient's trace (none for a payload that cannot be opened).
 local function trace(outcome, reason)
   if tkey == NONE then return end
-  redis.call('SET', tkey, 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id .. '\n' .. string.sub(redis.call('GET', tkey) or '', 1, TRKEEP), 'PX', TRTTL)
+  do local e = '\n' .. 'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id
+  if redis.call('APPEND', tkey, e) > TRMAX then
+    redis.call('SET', tkey, redis.call('GETRANGE', tkey, -(TRKEEP + #e), -1), 'PX', TRTTL)
+  else redis.call('PEXPIRE', tkey, TRTTL) end end
 end
 local function refuse(outcome, reason)
   trace(outcome, reason)

@@ -197,13 +197,13 @@ if eligible and reason ~= 'replay' then
   end
 {{- end}}
 end
--- The recipient's trace, newest first: every decision but a plain
--- admission, which the recipient log records already (unless caps key on
--- an account). An entry names the newest admission before it, so that a
--- reader can interleave the two.
+-- The recipient's trace: every decision but a plain admission, which the
+-- recipient log records already (unless caps key on an account). An entry
+-- names the newest admission before it, so that a reader can interleave
+-- the two.
 if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tkey, 6) ~= string.sub(rkey, 6)) then
-  local old, ttl = redis.call('GET', tkey), TRTTL
-  if not old and rlog == '' and outcome ~= 'queued' then
+  local ttl = TRTTL
+  if rlog == '' and outcome ~= 'queued' and redis.call('EXISTS', tkey) == 0 then
     -- A refusal about a recipient with no history: an enumeration makes
     -- one per victim, so only TRNEW such traces a minute are begun, each
     -- living as long as the source windows and held emails it explains.
@@ -212,14 +212,14 @@ if reason ~= 'replay' and (outcome ~= 'queued' or reason ~= '' or string.sub(tke
     local n = redis.call('INCR', bk)
     if n == 1 then redis.call('PEXPIRE', bk, 120000) end
     if n > TRNEW then
-      ttl = 0
+      ttl = nil
       redis.call('HINCRBY', stkey, KIND .. '|t:skipped', 1)
     end
   end
-  if ttl > 0 then
+  if ttl then
     local after = '-'
     if #rlog >= 19 then after = string.sub(rlog, 1, 9) end
-    {{trace "'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id" "old" "ttl"}}
+    {{trace "'a' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. after .. ' ' .. id" "ttl"}}
   end
 end
 if (outcome ~= 'queued' and reason ~= 'replay') or sample == '1' then

@@ -4,14 +4,15 @@ local attempt, lease, exp, margin = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumbe
 local gi, gb, di, db = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local id, payload, sample, rcpt, loglen, laned = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14] == '1'
 
-local cur = redis.call('MGET', ckey, BK, gkey, dkey, tkey)
--- The recipient's trace: this decision first, the newest entries kept. A
--- deferral repeating the newest entry (same email, same reason) is not
--- written again, so a rate-limited email cannot push its history out.
+local cur = redis.call('MGET', ckey, BK, gkey, dkey)
+-- The recipient's trace gets this decision. A deferral repeating the
+-- newest entry (same email, same reason) is not written again, so a
+-- rate-limited email cannot push its history out; only the trace's tail,
+-- as long as such an entry can be, is read for it.
 local function trace(outcome, reason)
-  local old = cur[5] or ''
   if outcome == 'deferred' then
-    local o, i = string.match(old, '^d%d+ ([^\n]-) ([^\n]*)\n')
+    local tail = redis.call('GETRANGE', tkey, -(#reason + #id + 40), -1)
+    local o, i = string.match(tail, '\nd%d+ ([^\n]-) ([^\n]*)$')
     if o == outcome .. ':' .. reason and i == id then return end
   end
   local now = NOW
@@ -20,7 +21,7 @@ local function trace(outcome, reason)
     now = tt[1] * 1000 + math.floor(tt[2] / 1000)
   end
   now = now - TREPOCH
-  {{trace "'d' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "old" "TRTTL"}}
+  {{trace "'d' .. now .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "TRTTL"}}
 end
 local function record(field, outcome, reason, always)
   redis.call('HINCRBY', stkey, KIND .. '|d:' .. field, 1)

@@ -20,7 +20,7 @@ local nows = t[1] - 1577836800
 -- The recipient's trace (none for a payload that cannot be opened).
 local function trace(outcome, reason)
   if tkey == NONE then return end
-  {{trace "'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "redis.call('GET', tkey)" "TRTTL"}}
+  {{trace "'r' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "TRTTL"}}
 end
 local function refuse(outcome, reason)
   trace(outcome, reason)

@@ -3,8 +3,7 @@ local ckey, tkey, stkey, logkey = KEYS[1], KEYS[2], STK, LOGK
 local attempt, outcome, reason, exp, margin = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local sample, rcpt, id, loglen, relay, meta = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 
-local cur = redis.call('MGET', ckey, tkey)
-local claim = cur[1]
+local claim = redis.call('GET', ckey)
 local t = redis.call('TIME')
 {{clock}}
 if outcome == 'retry' then
@@ -55,7 +54,7 @@ end
 local field = KIND .. '|d:' .. outcome
 if reason ~= '' then field = field .. ':' .. reason end
 redis.call('HINCRBY', stkey, field, 1)
-{{trace "'s' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "cur[2]" "TRTTL"}}
+{{trace "'s' .. (NOW - TREPOCH) .. ' ' .. outcome .. ':' .. reason .. ' ' .. id" "TRTTL"}}
 if outcome ~= 'sent' or sample == '1' then
   redis.call('XADD', logkey, 'MAXLEN', '~', loglen, '*', 'stage', 'settle', 'kind', KIND,
     'outcome', outcome, 'reason', reason, 'id', id, 'rcpt', rcpt)
