@@ -15,8 +15,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/floodgate-dev/floodgate/internal/rkeys"
+	"github.com/floodgate-dev/floodgate/internal/telemetry"
 	"github.com/floodgate-dev/floodgate/queue"
 )
 
@@ -88,6 +90,9 @@ type Config struct {
 	// workers give emails ("<id@domain>"), so that a [Guard.Trace] names
 	// each send's; empty: traces give the id only.
 	MessageIDDomain string
+	// TracerProvider, when set, receives a span per decision (guard.admit,
+	// guard.dispatch, guard.settle) under the caller's; nil creates none.
+	TracerProvider oteltrace.TracerProvider
 	// Now returns the current time for suppression timestamps; nil means
 	// time.Now. Decisions use Redis TIME.
 	Now func() time.Time
@@ -139,6 +144,8 @@ type Guard struct {
 	notify       *notifier
 	onTransition func(BreakerTransition)
 	msgDomain    string
+	// tracer starts the guard.* spans; nil when tracing is off (otel.go).
+	tracer *telemetry.Tracer
 	// bounces and bounceScript count bounces and complaints (bounces.go).
 	bounces      *bounceMetrics
 	bounceScript *redis.Script
@@ -246,6 +253,7 @@ func New(cfg Config) (*Guard, error) {
 		keyring:      cfg.Keyring,
 		onTransition: cfg.OnTransition,
 		msgDomain:    cfg.MessageIDDomain,
+		tracer:       telemetry.NewTracer(cfg.TracerProvider),
 	}
 	g.bounces, g.bounceScript = bm, rkeys.BounceScript()
 	g.global = gcraArgs(cfg.Policy.Global)
@@ -405,6 +413,17 @@ func (g *Guard) sampleFlag() any {
 // A refusal is a Verdict, not an error. Errors are [ErrUnknownKind] and
 // [*OpError] (Redis did not answer); the verdict then never allows.
 func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, error) {
+	start := time.Now()
+	if !g.tracer.On() {
+		v, err := g.admit(ctx, a)
+		g.metrics.roundTrip[opAdmit].Observe(time.Since(start).Seconds())
+		return v, err
+	}
+	return g.tracedAdmit(ctx, a, start)
+}
+
+// admit is the decision of [Guard.Admit], neither timed nor traced.
+func (g *Guard) admit(ctx context.Context, a *queue.Admission) (queue.Verdict, error) {
 	pl, err := g.plan("admit", a.Kind)
 	if err != nil {
 		return queue.Verdict{}, err
@@ -469,6 +488,17 @@ func (g *Guard) Admit(ctx context.Context, a *queue.Admission) (queue.Verdict, e
 // the earlier attempts whose result was ambiguous (settled with reason
 // "ambiguous"). Only an allowed attempt is followed by [Guard.Settle].
 func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) (queue.Verdict, error) {
+	start := time.Now()
+	if !g.tracer.On() {
+		v, err := g.dispatch(ctx, p, attempt)
+		g.metrics.roundTrip[opDispatch].Observe(time.Since(start).Seconds())
+		return v, err
+	}
+	return g.tracedDispatch(ctx, p, attempt, start)
+}
+
+// dispatch is the decision of [Guard.Dispatch], neither timed nor traced.
+func (g *Guard) dispatch(ctx context.Context, p *queue.Payload, attempt string) (queue.Verdict, error) {
 	if attempt == "" || strings.ContainsRune(attempt, '~') {
 		return queue.Verdict{}, errors.New("guard: dispatch: attempt is empty or holds '~'")
 	}
@@ -554,6 +584,17 @@ func (g *Guard) Dispatch(ctx context.Context, p *queue.Payload, attempt string) 
 // code other than 421), is a relay success that closes a half-open relay
 // breaker.
 func (g *Guard) Settle(ctx context.Context, p *queue.Payload, attempt string, outcome queue.Outcome, reason string) error {
+	start := time.Now()
+	if !g.tracer.On() {
+		err := g.settle(ctx, p, attempt, outcome, reason)
+		g.metrics.roundTrip[opSettle].Observe(time.Since(start).Seconds())
+		return err
+	}
+	return g.tracedSettle(ctx, p, attempt, outcome, reason, start)
+}
+
+// settle is the record of [Guard.Settle], neither timed nor traced.
+func (g *Guard) settle(ctx context.Context, p *queue.Payload, attempt string, outcome queue.Outcome, reason string) error {
 	var o string
 	switch outcome {
 	case queue.Sent:

@@ -21,6 +21,8 @@ type metrics struct {
 	feedback       *prometheus.CounterVec
 	webhookDropped prometheus.Counter
 	webhookFailed  prometheus.Counter
+	// roundTrip observes each decision's time by op (opAdmit, ...).
+	roundTrip [3]prometheus.Observer
 }
 
 // Values of floodgate_breaker_state.
@@ -59,6 +61,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "floodgate_breaker_webhook_failures_total",
 			Help: "Breaker transition notifications given up after every retry failed.",
 		}),
+	}
+	rt := newRoundTrip()
+	if reg != nil {
+		var err error
+		if rt, err = register(reg, rt); err != nil {
+			return nil, err
+		}
+	}
+	for op, name := range []string{opAdmit: "admit", opDispatch: "dispatch", opSettle: "settle"} {
+		m.roundTrip[op] = rt.WithLabelValues(name)
 	}
 	if reg == nil {
 		return m, nil

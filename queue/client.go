@@ -19,9 +19,11 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/floodgate-dev/floodgate/internal/pii"
 	"github.com/floodgate-dev/floodgate/internal/suggest"
+	"github.com/floodgate-dev/floodgate/internal/telemetry"
 )
 
 // Input limits.
@@ -152,12 +154,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// TracerProvider, when set, receives a floodgate.enqueue span per
+	// Enqueue, whose traceparent the payload carries to the worker (see
+	// [Payload].Trace); nil creates no span and leaves the payload without.
+	TracerProvider trace.TracerProvider
 }
 
 // Client enqueues emails. It is safe for concurrent use.
 type Client struct {
 	cfg    Config
 	asynq  *asynq.Client
+	tracer *telemetry.Tracer
 	closed atomic.Bool
 }
 
@@ -184,7 +191,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Client{cfg: cfg, asynq: asynq.NewClientFromRedisClient(cfg.Redis)}, nil
+	return &Client{cfg: cfg, asynq: asynq.NewClientFromRedisClient(cfg.Redis), tracer: telemetry.NewTracer(cfg.TracerProvider)}, nil
 }
 
 func (s KindSpec) validate(name string) error {
@@ -215,12 +222,23 @@ func (c *Client) Close() error {
 // [ErrInvalid] (an [*InvalidError]), [ErrUnknownKind], or [ErrUnavailable]
 // when Redis could not be asked; nothing is stored then.
 func (c *Client) Enqueue(ctx context.Context, e Email) (Receipt, error) {
+	if !c.tracer.On() {
+		return c.enqueue(ctx, e)
+	}
+	return c.tracedEnqueue(ctx, e)
+}
+
+// enqueue is [Client.Enqueue] without its span.
+func (c *Client) enqueue(ctx context.Context, e Email) (Receipt, error) {
 	if c.closed.Load() {
 		return Receipt{}, ErrClosed
 	}
 	p, spec, err := c.prepare(e)
 	if err != nil {
 		return Receipt{}, err
+	}
+	if c.tracer.On() {
+		p.Trace = telemetry.Traceparent(ctx)
 	}
 	body, err := c.cfg.Keyring.Encode(p)
 	if err != nil {

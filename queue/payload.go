@@ -36,7 +36,12 @@ type Payload struct {
 	Lane string `json:"lane,omitempty"`
 	// Sealed holds the private fields (To, Name, Data, Source, Account)
 	// encrypted by a [Keyring], which leaves them empty in the wire form.
-	Sealed     string    `json:"sealed,omitempty"`
+	Sealed string `json:"sealed,omitempty"`
+	// Trace is the W3C traceparent of the producer's floodgate.enqueue
+	// span, so that the worker's spans continue its trace; empty when the
+	// producer does not trace. It holds trace and span ids and the sampled
+	// flag, nothing about the email.
+	Trace      string    `json:"trace,omitempty"`
 	EnqueuedAt time.Time `json:"enqueued_at"`
 	ExpiresAt  time.Time `json:"expires_at"`
 

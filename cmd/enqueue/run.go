@@ -15,6 +15,7 @@ import (
 	"github.com/floodgate-dev/floodgate/guard"
 	"github.com/floodgate-dev/floodgate/internal/keyfile"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
+	"github.com/floodgate-dev/floodgate/internal/telemetry"
 	"github.com/floodgate-dev/floodgate/queue"
 )
 
@@ -75,7 +76,9 @@ Environment:
   FLOODGATE_HASH_KEY       the recipient digest key, when -hash-key-file is not given
   FLOODGATE_PAYLOAD_KEYS   the payload keys, when -payload-key-file is not given
                            (both the workers' own; make them with floodctl keygen)
+`
 
+const usageExit = `
 Exit status:
   0  every email was decided: queued, or refused by policy (duplicate,
      capped, held, shed, suppressed)
@@ -112,7 +115,12 @@ type config struct {
 	payloadKeyFile   string
 	noKeys           bool
 	keys             keyfile.Secrets
+	// getenv reads the OTEL_* variables (telemetry.Setup).
+	getenv func(string) string
 }
+
+// serviceName is the default service.name of enqueue's spans.
+const serviceName = "floodgate-enqueue"
 
 type dataFlag map[string]string
 
@@ -129,13 +137,15 @@ func (d dataFlag) Set(v string) error {
 // parseConfig reads the flags, then the environment for what they leave
 // unset. "-h" prints the usage to stderr and returns flag.ErrHelp.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
-	c := &config{Data: map[string]string{}}
+	c := &config{Data: map[string]string{}, getenv: getenv}
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
 		fmt.Fprint(fs.Output(), usageTail)
+		fmt.Fprint(fs.Output(), "\n"+telemetry.Usage(serviceName))
+		fmt.Fprint(fs.Output(), usageExit)
 	}
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL (env FLOODGATE_REDIS_URL)")
 	fs.StringVar(&c.Kind, "kind", "", "kind of email: password_reset, verify_email, notification, ...")
@@ -206,12 +216,26 @@ func run(ctx context.Context, cfg *config, stdin io.Reader, stdout, stderr io.Wr
 			return err
 		}
 	}
-	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, HashKey: cfg.keys.HashKey, Keyring: cfg.keys.Keyring})
+	tel, err := telemetry.Setup(ctx, serviceName, cfg.getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The spans of this run are exported before it exits.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(ctx); err != nil {
+			fmt.Fprintln(stderr, "enqueue: exporting spans:", err)
+		}
+	}()
+	tp := tel.TracerProvider()
+	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, HashKey: cfg.keys.HashKey, Keyring: cfg.keys.Keyring,
+		TracerProvider: tp})
 	if err != nil {
 		return err
 	}
 	client, err := queue.NewClient(queue.Config{Redis: rdb, Admitter: g, Kinds: policy.Kinds(), Timeout: cfg.Timeout,
-		Keyring: cfg.keys.Keyring})
+		Keyring: cfg.keys.Keyring, TracerProvider: tp})
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,11 @@ import (
 	"time"
 
 	"github.com/floodgate-dev/floodgate/internal/keyfile"
+	"github.com/floodgate-dev/floodgate/internal/telemetry"
 )
+
+// serviceName is the default service.name of the worker's spans.
+const serviceName = "floodgate-worker"
 
 // config is everything the worker is started with.
 type config struct {
@@ -49,6 +53,8 @@ type config struct {
 	noKeys           bool
 	// Secrets are the hash and payload keys every process shares.
 	Secrets keyfile.Secrets
+	// getenv reads the OTEL_* variables (telemetry.Setup).
+	getenv func(string) string
 	bounceConfig
 }
 
@@ -60,7 +66,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 // parseConfig reads flags, then the environment for what flags leave
 // unset. Secrets come only from the environment or files.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
-	c := &config{}
+	c := &config{getenv: getenv}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -87,6 +93,9 @@ Environment (secrets come only from here or from files, never from flags):
                                  unless -payload-key-file (the same in every process;
                                  floodctl keygen makes both)
 
+`)
+		fmt.Fprint(fs.Output(), telemetry.Usage(serviceName))
+		fmt.Fprint(fs.Output(), `
 Exit status: 0 stopped by a signal, 1 failed to start or run, 2 usage error.
 `)
 	}

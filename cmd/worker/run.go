@@ -23,6 +23,7 @@ import (
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/devstack"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
+	"github.com/floodgate-dev/floodgate/internal/telemetry"
 	"github.com/floodgate-dev/floodgate/internal/worker"
 	"github.com/floodgate-dev/floodgate/templates"
 )
@@ -109,6 +110,24 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		return err
 	}
 	defer rdb.Close()
+	getenv := cfg.getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	tel, err := telemetry.Setup(ctx, serviceName, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	// Deferred before the worker's shutdown runs: the spans of the last
+	// emails are exported after them.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(ctx); err != nil {
+			logger.Warn("exporting spans at shutdown", "err", err)
+		}
+	}()
+	tp := tel.TracerProvider()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mon := newRedisMonitor(rdb, cfg.AssumeNoEviction, logger, reg)
@@ -155,7 +174,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 	}
 	g, err := guard.New(guard.Config{Redis: rdb, Policy: policy, Logger: logger, Registerer: reg,
 		Webhook: cfg.Webhook, WebhookSecret: cfg.WebhookSecret, HashKey: cfg.Secrets.HashKey, Keyring: cfg.Secrets.Keyring,
-		MessageIDDomain: from.Address[strings.LastIndexByte(from.Address, '@')+1:]})
+		MessageIDDomain: from.Address[strings.LastIndexByte(from.Address, '@')+1:], TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -205,6 +224,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		Logger:           logger,
 		Registerer:       reg,
+		TracerProvider:   tp,
 	})
 	if err != nil {
 		return err
@@ -245,7 +265,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		}()
 	}
 	logger.Info("worker started", "http", httpAddr, "smtp", cfg.SMTPAddr, "concurrency", cfg.Concurrency, "dkim_keys", len(keys),
-		"bounce_domain", cfg.BounceDomain, "bounce_smtp", fb.bounceAddr())
+		"bounce_domain", cfg.BounceDomain, "bounce_smtp", fb.bounceAddr(), "traces", strings.Join(tel.Exporters, ","))
 	if cfg.Dev {
 		printDevBanner(stdout, stack, httpAddr, fb.bounceAddr(), cfg.BounceDomain)
 	}

@@ -14,6 +14,7 @@ type metrics struct {
 	ambiguous   *prometheus.CounterVec
 	sendSeconds *prometheus.HistogramVec
 	latency     *prometheus.HistogramVec
+	smtpSeconds *prometheus.HistogramVec
 	guardErrors prometheus.Counter
 }
 
@@ -41,13 +42,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from enqueue to the relay's 250, for sent emails.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 18),
 		}, []string{"kind"}),
+		smtpSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "floodgate_smtp_send_seconds",
+			Help:    "Time of one SMTP transaction with the relay (a pooled connection's reset or a dial, MAIL, RCPT, DATA and the reply to the final dot), by result: sent, temporary, permanent, ambiguous.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"result"}),
 		guardErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "floodgate_worker_guard_errors_total",
 			Help: "Guard calls that failed (Redis unreachable); the email is retried, never sent unchecked.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.retries, m.ambiguous, m.sendSeconds, m.latency, m.guardErrors)
+		reg.MustRegister(m.outcomes, m.retries, m.ambiguous, m.sendSeconds, m.latency, m.smtpSeconds, m.guardErrors)
 	}
 	return m
 }

@@ -30,9 +30,11 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/pii"
+	"github.com/floodgate-dev/floodgate/internal/telemetry"
 	"github.com/floodgate-dev/floodgate/queue"
 	"github.com/floodgate-dev/floodgate/smtpsink"
 	"github.com/floodgate-dev/floodgate/templates"
@@ -143,6 +145,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// TracerProvider, when set, receives each attempt's spans: queue.wait
+	// and floodgate.process, continuing the producer's trace from the
+	// payload's traceparent, with render, dkim.sign and smtp.send under
+	// floodgate.process (the guard adds its own). nil creates none.
+	TracerProvider trace.TracerProvider
 }
 
 // Worker processes queued emails. Start it once; Shutdown stops it.
@@ -150,6 +157,7 @@ type Worker struct {
 	cfg       Config
 	srv       *asynq.Server
 	metrics   *metrics
+	tracer    *telemetry.Tracer
 	stopOnce  sync.Once
 	stopSweep context.CancelFunc
 	swept     chan struct{}
@@ -228,7 +236,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	w := &Worker{cfg: cfg, metrics: newMetrics(cfg.Registerer),
+	w := &Worker{cfg: cfg, metrics: newMetrics(cfg.Registerer), tracer: telemetry.NewTracer(cfg.TracerProvider),
 		unsettled: map[string]int{}, settled: make(chan struct{}), abandon: make(chan struct{})}
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency: cfg.Concurrency,
@@ -451,6 +459,16 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		w.record(ctx, nil, queue.Failed, "payload", err)
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
+	if w.tracer.On() {
+		var span trace.Span
+		ctx, span = w.startProcess(ctx, p, start)
+		defer span.End()
+	}
+	return w.process(ctx, p, start)
+}
+
+// process handles one attempt of the decoded email p, begun at start.
+func (w *Worker) process(ctx context.Context, p *queue.Payload, start time.Time) error {
 	spec, ok := w.cfg.Kinds[p.Kind]
 	if !ok {
 		w.record(ctx, p, queue.Failed, "unknown_kind", nil)
@@ -464,7 +482,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// This process saw the relay's 250 and is still recording it: a
 		// redelivery must not send again, whatever the claim says by now.
 		w.metrics.outcome(p.Kind, queue.Deferred, "unsettled")
-		w.observe(p, queue.Deferred, "unsettled")
+		w.observe(ctx, p, queue.Deferred, "unsettled")
 		return &deferError{after: time.Second}
 	}
 	attempt := newAttempt()
@@ -478,13 +496,13 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if err != nil {
 			// Fail closed: nothing is sent unchecked; asynq retries.
 			w.metrics.guardErrors.Inc()
-			w.observe(p, "", "guard_unavailable")
+			w.observe(ctx, p, "", "guard_unavailable")
 			return fmt.Errorf("worker: dispatch guard: %w", err)
 		}
 		if !v.Allow {
 			if v.Outcome == queue.Deferred {
 				w.metrics.outcome(p.Kind, queue.Deferred, v.Reason)
-				w.observe(p, queue.Deferred, v.Reason)
+				w.observe(ctx, p, queue.Deferred, v.Reason)
 				return &deferError{after: max(v.RetryAfter, time.Millisecond)}
 			}
 			w.record(ctx, p, v.Outcome, v.Reason, nil)
@@ -492,7 +510,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 		ambiguous = v.Ambiguous
 	}
-	err = w.send(ctx, p, spec)
+	err := w.send(ctx, p, spec)
 	w.metrics.sendSeconds.WithLabelValues(p.Kind).Observe(time.Since(start).Seconds())
 	switch {
 	case err == nil:
@@ -517,7 +535,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		w.metrics.ambiguous.WithLabelValues(p.Kind, "retried").Inc()
 		w.settle(ctx, p, attempt, "", "ambiguous")
 		w.metrics.retries.WithLabelValues(p.Kind, "ambiguous").Inc()
-		w.observe(p, "", "ambiguous")
+		w.observe(ctx, p, "", "ambiguous")
 		return err
 	default:
 		if retried >= spec.Retries() {
@@ -529,7 +547,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		reason := reasonOf(err)
 		w.settle(ctx, p, attempt, "", reason)
 		w.metrics.retries.WithLabelValues(p.Kind, reason).Inc()
-		w.observe(p, "", reason)
+		w.observe(ctx, p, "", reason)
 		return err
 	}
 }
@@ -569,12 +587,14 @@ func (w *Worker) dispatch(ctx context.Context, p *queue.Payload, attempt string)
 
 // send renders, builds, signs and delivers p.
 func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec) error {
+	_, span := w.tracer.Start(ctx, "render")
+	defer span.End() // ended early on success; a second End is a no-op
 	r, err := w.cfg.Templates.Render(p.Kind, templates.Data{
 		Kind: p.Kind, Name: p.Name, To: p.To, App: w.cfg.App,
 		ExpiresIn: spec.TTL, Values: p.Data, ReportURL: w.reportURL(p.ID),
 	})
 	if err != nil {
-		return permanent("render", err)
+		return spanFailed(span, permanent("render", err))
 	}
 	m := &delivery.Message{
 		From:      w.cfg.From,
@@ -596,11 +616,18 @@ func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec
 	}
 	raw, err := delivery.Build(m)
 	if err != nil {
-		return permanent("build", err)
+		return spanFailed(span, permanent("build", err))
 	}
+	span.End()
 	if w.cfg.Signer != nil {
-		if raw, err = w.cfg.Signer.Sign(raw); err != nil {
-			return permanent("dkim", err)
+		_, span := w.tracer.Start(ctx, "dkim.sign")
+		raw, err = w.cfg.Signer.Sign(raw)
+		if err != nil {
+			err = spanFailed(span, permanent("dkim", err))
+		}
+		span.End()
+		if err != nil {
+			return err
 		}
 	}
 	// Once an SMTP transaction starts it runs to the relay's reply or to the
@@ -619,7 +646,7 @@ func (w *Worker) send(ctx context.Context, p *queue.Payload, spec queue.KindSpec
 			from = rp
 		}
 	}
-	return w.cfg.Sender.Send(sctx, from, []string{p.To}, raw)
+	return w.smtpSend(sctx, from, p.To, raw)
 }
 
 func permanent(stage string, err error) error {
@@ -784,10 +811,13 @@ func (w *Worker) record(ctx context.Context, p *queue.Payload, o queue.Outcome, 
 		attrs = append(attrs, slog.String("err", err.Error()))
 	}
 	w.cfg.Logger.LogAttrs(ctx, level, "email", attrs...)
-	w.observe(p, o, reason)
+	w.observe(ctx, p, o, reason)
 }
 
-func (w *Worker) observe(p *queue.Payload, o queue.Outcome, reason string) {
+func (w *Worker) observe(ctx context.Context, p *queue.Payload, o queue.Outcome, reason string) {
+	if w.tracer.On() {
+		markProcess(ctx, o, reason)
+	}
 	if w.cfg.Observe != nil {
 		w.cfg.Observe(p, o, reason)
 	}
