@@ -42,6 +42,7 @@ type config struct {
 	AmbiguousRetries int
 	AssumeNoEviction bool
 	RedisCheck       time.Duration
+	RelayCheck       time.Duration
 	ShutdownTimeout  time.Duration
 	LogLevel         string
 	LogJSON          bool
@@ -122,6 +123,7 @@ Exit status: 0 stopped by a signal, 1 failed to start or run, 2 usage error.
 	fs.IntVar(&c.AmbiguousRetries, "ambiguous-retries", 1, "retries of an email after results that may have been delivered (connection lost after the final dot): each may be a copy; 0 fails it at once")
 	fs.BoolVar(&c.AssumeNoEviction, "redis-assume-noeviction", false, "start even when Redis's maxmemory-policy cannot be read (CONFIG GET and INFO refused), taking it to be noeviction")
 	fs.DurationVar(&c.RedisCheck, "redis-check-interval", time.Minute, "how often Redis's maxmemory-policy is checked again (/readyz, floodgate_redis_maxmemory_policy)")
+	fs.DurationVar(&c.RelayCheck, "relay-check-interval", 15*time.Second, "how often the SMTP relay is checked in the background: connect, EHLO, QUIT (/readyz, floodgate_smtp_relay_up)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for running sends")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines instead of text")
@@ -178,6 +180,8 @@ Exit status: 0 stopped by a signal, 1 failed to start or run, 2 usage error.
 		return nil, errors.New("-ambiguous-retries must not be negative")
 	case c.RedisCheck <= 0:
 		return nil, errors.New("-redis-check-interval must be positive")
+	case c.RelayCheck <= 0:
+		return nil, errors.New("-relay-check-interval must be positive")
 	}
 	if c.From == "" {
 		if c.DKIMDomain == "" {

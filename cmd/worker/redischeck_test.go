@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/floodgate-dev/floodgate/internal/testutil"
+	"github.com/floodgate-dev/floodgate/smtpsink"
 )
 
 // lockedBuffer collects a log written from several goroutines.
@@ -31,11 +32,13 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startWorker runs the worker on r with extra flags until the test ends. It
+// startWorker runs the worker on r, relaying to a sink of its own (which
+// -smtp in extra replaces), with extra flags until the test ends. It
 // returns run's error when it stops early, else the started worker.
 func startWorker(t *testing.T, r *testutil.Redis, log io.Writer, extra ...string) (started, error) {
 	t.Helper()
-	args := append([]string{"-redis", r.URL(), "-smtp", "127.0.0.1:1", "-smtp-tls", "none", "-http", "127.0.0.1:0",
+	sink := testutil.StartSink(t, smtpsink.Config{})
+	args := append([]string{"-redis", r.URL(), "-smtp", sink.SMTPAddr(), "-smtp-tls", "none", "-http", "127.0.0.1:0",
 		"-from", "no-reply@example.test"}, extra...)
 	cfg, err := parseConfig(args, testEnv, io.Discard)
 	if err != nil {

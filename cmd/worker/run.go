@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,8 @@ type started struct {
 	BounceAddr   string
 	WebhooksAddr string
 	Stack        *devstack.Stack
+	// Relay is the background relay check behind /readyz.
+	Relay *relayMonitor
 }
 
 // run starts the worker and blocks until ctx ends, then shuts down in this
@@ -168,6 +171,11 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		return err
 	}
 	defer pool.Close()
+	reg.MustRegister(pool.Collector())
+	relay := newRelayMonitor(pool.Check, cfg.RelayCheck, logger, reg)
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	defer stopRelay()
+	go relay.run(relayCtx)
 
 	if cfg.Secrets.HashKey == nil || cfg.Secrets.Keyring == nil {
 		logger.Warn("running without the hash or the payload key: recipients have guessable digests and queued emails hold addresses and links in plaintext")
@@ -203,7 +211,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 			return err
 		}
 	}
-	reg.MustRegister(g.BounceCollector())
+	reg.MustRegister(g.BounceCollector(), g.HeldCollector(), worker.QueueCollector(rdb, logger))
 	w, err := worker.New(worker.Config{
 		Dispatcher:       g,
 		Keyring:          cfg.Secrets.Keyring,
@@ -247,7 +255,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 				return err
 			}
 		}
-		mux := newMux(reg, w, mon, admin)
+		mux := newMux(reg, w, mon, relay, admin)
 		fb.mount(mux)
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
@@ -270,7 +278,7 @@ func runWith(ctx context.Context, cfg *config, stdout, stderr io.Writer, up chan
 		printDevBanner(stdout, stack, httpAddr, fb.bounceAddr(), cfg.BounceDomain)
 	}
 	if up != nil {
-		up <- started{HTTPAddr: httpAddr, RedisURL: cfg.RedisURL, BounceAddr: fb.bounceAddr(), WebhooksAddr: fb.webhooksAddr(), Stack: stack}
+		up <- started{HTTPAddr: httpAddr, RedisURL: cfg.RedisURL, BounceAddr: fb.bounceAddr(), WebhooksAddr: fb.webhooksAddr(), Stack: stack, Relay: relay}
 	}
 
 	<-ctx.Done()
@@ -310,7 +318,7 @@ func signerOrNil(s *delivery.Signer) worker.Signer {
 	return s
 }
 
-func newMux(reg *prometheus.Registry, w *worker.Worker, mon *redisMonitor, admin http.Handler) *http.ServeMux {
+func newMux(reg *prometheus.Registry, w *worker.Worker, mon *redisMonitor, relay *relayMonitor, admin http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	if admin != nil {
 		mux.Handle("/v1/", admin)
@@ -322,17 +330,50 @@ func newMux(reg *prometheus.Registry, w *worker.Worker, mon *redisMonitor, admin
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := w.Ready(ctx); err != nil {
-			http.Error(rw, "not ready: redis unreachable", http.StatusServiceUnavailable)
-			return
+		rep := readiness{Status: "ready", Checks: map[string]readyCheck{}}
+		add := func(name string, err error, checked time.Time) {
+			c := readyCheck{OK: err == nil}
+			if err != nil {
+				c.Error = err.Error()
+				rep.Status = "not ready"
+			}
+			if !checked.IsZero() {
+				c.CheckedAt = &checked
+			}
+			rep.Checks[name] = c
 		}
-		if err := mon.ready(); err != nil {
-			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
+		var err error
+		if w.Ready(ctx) != nil {
+			err = errors.New("redis unreachable")
 		}
-		_, _ = io.WriteString(rw, "ready\n")
+		add("redis", err, time.Now())
+		add("redis_policy", mon.ready(), time.Time{})
+		checked, err := relay.state()
+		if checked.IsZero() && err == nil {
+			err = errors.New("not checked yet")
+		}
+		add("relay", err, checked)
+		rw.Header().Set("Content-Type", "application/json")
+		if rep.Status != "ready" {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(rw).Encode(rep)
 	})
 	return mux
+}
+
+// readiness is the body of /readyz: "ready" or "not ready", and each check.
+type readiness struct {
+	Status string                `json:"status"`
+	Checks map[string]readyCheck `json:"checks"`
+}
+
+// readyCheck is one check of /readyz: redis (a PING now), redis_policy
+// (the last maxmemory-policy check), relay (the last background check).
+type readyCheck struct {
+	OK        bool       `json:"ok"`
+	Error     string     `json:"error,omitempty"`
+	CheckedAt *time.Time `json:"checked_at,omitempty"`
 }
 
 func newLogger(cfg *config, w io.Writer) (*slog.Logger, error) {

@@ -79,6 +79,7 @@ type Pool struct {
 	dialer    net.Dialer
 	slots     chan struct{} // one token per Send holding a connection
 	nextID    atomic.Uint64
+	open      atomic.Int64 // connections set up and not yet closed
 
 	mu     sync.Mutex
 	idle   []*poolConn // most recently used last
@@ -290,7 +291,7 @@ func (p *Pool) get(ctx context.Context) (*poolConn, *SendError) {
 		if err == nil {
 			return pc, nil
 		}
-		_ = pc.c.Close()
+		p.discard(pc)
 		if contextErr(ctx) != nil {
 			return nil, classify(ctx, StageDial, err, false)
 		}
@@ -330,7 +331,13 @@ func (p *Pool) put(pc *poolConn, keep bool) {
 		return
 	}
 	p.log.Debug("smtp connection discarded", "conn", pc.id)
+	p.discard(pc)
+}
+
+// discard closes pc without a QUIT.
+func (p *Pool) discard(pc *poolConn) {
 	_ = pc.c.Close()
+	p.open.Add(-1)
 }
 
 // reset sends RSET, ending the current transaction.
@@ -390,6 +397,7 @@ func (p *Pool) dial(ctx context.Context) (*poolConn, *SendError) {
 	c.CommandTimeout = p.cfg.CommandTimeout
 	c.SubmissionTimeout = p.cfg.CommandTimeout
 	pc := &poolConn{id: p.nextID.Add(1), c: c, raw: raw}
+	p.open.Add(1)
 	p.log.Debug("smtp connection opened", "conn", pc.id, "tls", string(p.cfg.TLS))
 	return pc, nil
 }
@@ -447,7 +455,7 @@ func (p *Pool) quit(pc *poolConn) {
 	unbind := pc.raw.bind(ctx)
 	_ = pc.c.Quit()
 	unbind()
-	_ = pc.c.Close()
+	p.discard(pc)
 	p.log.Debug("smtp connection closed", "conn", pc.id)
 }
 
