@@ -84,19 +84,24 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 // tracing; service is the default service.name. With no exporter asked
 // for it returns a Telemetry that is off, having created nothing. The
 // SDK and the exporters read their own settings (endpoint, headers,
-// sampler, batching, resource) from the process environment, as the
-// specification says.
+// sampler, batching, OTEL_RESOURCE_ATTRIBUTES) from the process
+// environment, as the specification says.
 func Setup(ctx context.Context, service string, getenv func(string) string, stderr io.Writer) (*Telemetry, error) {
 	names, err := exporters(getenv)
 	if err != nil || len(names) == 0 {
 		return &Telemetry{}, err
 	}
-	res, err := resource.New(ctx,
+	// Later options win: the default name, then OTEL_RESOURCE_ATTRIBUTES,
+	// then OTEL_SERVICE_NAME, as the specification orders them.
+	ropts := []resource.Option{
 		resource.WithTelemetrySDK(),
 		resource.WithAttributes(attribute.String("service.name", service)),
-		// Last, so that OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win.
 		resource.WithFromEnv(),
-	)
+	}
+	if name := strings.TrimSpace(getenv("OTEL_SERVICE_NAME")); name != "" {
+		ropts = append(ropts, resource.WithAttributes(attribute.String("service.name", name)))
+	}
+	res, err := resource.New(ctx, ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}

@@ -119,6 +119,34 @@ func TestConsole(t *testing.T) {
 	}
 }
 
+// service.name: OTEL_SERVICE_NAME, else OTEL_RESOURCE_ATTRIBUTES', else
+// the default.
+func TestServiceName(t *testing.T) {
+	for _, c := range []struct{ name, attrs, want string }{
+		{"", "", "floodgate-test"},
+		{"", "service.name=from-attrs", "from-attrs"},
+		{"from-name", "service.name=from-attrs", "from-name"},
+	} {
+		clearEnv(t)
+		t.Setenv("OTEL_TRACES_EXPORTER", "console")
+		t.Setenv("OTEL_SERVICE_NAME", c.name)
+		t.Setenv("OTEL_RESOURCE_ATTRIBUTES", c.attrs)
+		var out bytes.Buffer
+		tel, err := Setup(context.Background(), "floodgate-test", os.Getenv, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := NewTracer(tel.TracerProvider()).Start(context.Background(), "x")
+		span.End()
+		if err := tel.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if want := `"Key":"service.name","Value":{"Type":"STRING","Value":"` + c.want + `"}`; !strings.Contains(out.String(), want) {
+			t.Errorf("%+v: output lacks %s:\n%s", c, want, out.String())
+		}
+	}
+}
+
 // An endpoint alone turns OTLP over HTTP on; Shutdown flushes the spans to
 // the collector, named by the default service name.
 func TestOTLPHTTP(t *testing.T) {
