@@ -169,7 +169,7 @@ type srun struct {
 	mu        sync.Mutex
 	users     []*user
 	byAddr    map[string]*user
-	returners []*user // history users who may come back
+	returners []*user           // history users who may come back
 	bg        map[string]*bgReq // by address
 	victims   map[string]int
 	victimKey func(rcpt string) string
