@@ -200,6 +200,8 @@
 //   - Refusals: the share of requests refused by caps at RefusalRatio,
 //     from at least RefusalSources distinct source groups and recipients
 //     (HyperLogLogs), trips it (reason refusals): many sources enumerating.
+//     Only capped requests count: duplicates send nothing, and users who
+//     ask again while their mail is slow make them from many sources.
 //   - Redemption ([RedemptionPolicy]): an attacker never sees the victims'
 //     links, so they are never used. [Guard.Confirm] counts a sent email
 //     redeemed in its bucket; a bucket judged Lag after it ends whose share
