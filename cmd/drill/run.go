@@ -201,17 +201,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := rep.WriteTable(stdout); err != nil {
 		return err
 	}
-	if o.report != "" {
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(o.report, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("-report: %w", err)
-		}
-		if !o.noProgress {
-			fmt.Fprintf(stderr, "drill: report written to %s\n", o.report)
-		}
+	if err := writeReport(o, rep, stderr); err != nil {
+		return err
 	}
 	if o.strict && !rep.Passed() {
 		return errors.New("a target or check failed (-strict)")
@@ -244,20 +235,29 @@ func runScenarios(ctx context.Context, cfg drill.Config, o options, stdout, stde
 		}
 		fmt.Fprintln(stdout)
 	}
-	if o.report != "" {
-		b, err := json.MarshalIndent(reps, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(o.report, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("-report: %w", err)
-		}
-		if !o.noProgress {
-			fmt.Fprintf(stderr, "drill: report written to %s\n", o.report)
-		}
+	if err := writeReport(o, reps, stderr); err != nil {
+		return err
 	}
 	if o.strict && !ok {
 		return errors.New("a scenario missed a target (-strict)")
+	}
+	return nil
+}
+
+// writeReport writes v's JSON to -report, when given.
+func writeReport(o options, v any, stderr io.Writer) error {
+	if o.report == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.report, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("-report: %w", err)
+	}
+	if !o.noProgress {
+		fmt.Fprintf(stderr, "drill: report written to %s\n", o.report)
 	}
 	return nil
 }

@@ -55,11 +55,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer st.close()
 	say("%s", st.desc)
 
-	g, err := guard.New(guard.Config{Redis: st.rdb, Policy: policy, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	client, err := queue.NewClient(queue.Config{Redis: st.rdb, Admitter: g, Kinds: policy.Kinds(), Logger: log})
+	_, client, err := st.enqueuer(policy, log)
 	if err != nil {
 		return nil, err
 	}

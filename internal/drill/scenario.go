@@ -268,11 +268,7 @@ func RunScenario(ctx context.Context, cfg ScenarioConfig) (*ScenarioReport, erro
 		return nil, err
 	}
 	defer st.close()
-	g, err := guard.New(guard.Config{Redis: st.rdb, Policy: policy, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	client, err := queue.NewClient(queue.Config{Redis: st.rdb, Admitter: g, Kinds: policy.Kinds(), Logger: log})
+	g, client, err := st.enqueuer(policy, log)
 	if err != nil {
 		return nil, err
 	}

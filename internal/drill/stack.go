@@ -18,6 +18,7 @@ import (
 	"github.com/floodgate-dev/floodgate/internal/delivery"
 	"github.com/floodgate-dev/floodgate/internal/redisx"
 	"github.com/floodgate-dev/floodgate/internal/worker"
+	"github.com/floodgate-dev/floodgate/queue"
 	"github.com/floodgate-dev/floodgate/smtpsink"
 	"github.com/floodgate-dev/floodgate/templates"
 )
@@ -213,6 +214,20 @@ func startEmbedded(ctx context.Context, cfg *Config, policy *guard.Policy, log *
 	s.desc = fmt.Sprintf("embedded: redis-server %s at %s (subprocess), smtpsink in-process (smtp %s, http http://%s), %d workers x %d, admin API http://%s/v1/",
 		rp.Version, rp.Addr, sink.SMTPAddr(), sink.HTTPAddr(), cfg.Workers, cfg.Concurrency, ln.Addr())
 	return s, nil
+}
+
+// enqueuer returns the drill's own admission guard on the stack's Redis
+// and the queue client that enqueues through it.
+func (s *stack) enqueuer(policy *guard.Policy, log *slog.Logger) (*guard.Guard, *queue.Client, error) {
+	g, err := guard.New(guard.Config{Redis: s.rdb, Policy: policy, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := queue.NewClient(queue.Config{Redis: s.rdb, Admitter: g, Kinds: policy.Kinds(), Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, client, nil
 }
 
 // connectDeployment reaches a running stack and checks each part answers.
