@@ -366,6 +366,7 @@ func RunScenario(ctx context.Context, cfg ScenarioConfig) (*ScenarioReport, erro
 		return nil, err
 	}
 	rep := r.report(began)
+	rep.Unreached = r.unreached(fctx, 3)
 	rep.Redis = RedisReport{Addr: st.redisAddr, Version: st.redisVersion, Before: memBefore, End: memEnd, Peak: max(mw.max(), memEnd), Growth: memEnd - memBefore}
 	if sp.targets != nil {
 		sp.targets(r, rep)
@@ -827,6 +828,45 @@ func dotted(local string, n int, sep string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// unreached returns the guard's trace of up to n users who asked during
+// the attack and were never reached: what each of their requests met.
+func (r *srun) unreached(ctx context.Context, n int) []UnreachedUser {
+	r.mu.Lock()
+	var addrs []string
+	for _, u := range r.users {
+		if u.phase == phAttack && u.reached.IsZero() && len(addrs) < n {
+			addrs = append(addrs, u.addr)
+		}
+	}
+	r.mu.Unlock()
+	var out []UnreachedUser
+	for _, a := range addrs {
+		tr, err := r.g.Trace(ctx, a)
+		if err != nil {
+			continue
+		}
+		uu := UnreachedUser{RcptHash: tr.RcptHash}
+		for _, k := range tr.Kinds {
+			if k.Kind != queue.KindPasswordReset {
+				continue
+			}
+			var first time.Time
+			for _, e := range k.Events {
+				if first.IsZero() {
+					first = e.Time
+				}
+				d := e.Stage + " " + e.Outcome
+				if e.Reason != "" {
+					d += ":" + e.Reason
+				}
+				uu.Decisions = append(uu.Decisions, fmt.Sprintf("+%.0fs %s", r.sim(e.Time.Sub(first)).Seconds(), d))
+			}
+		}
+		out = append(out, uu)
+	}
+	return out
 }
 
 // release runs the operator's default release.

@@ -43,10 +43,13 @@ type ScenarioReport struct {
 	// minutes after the attack began; nil when it never did.
 	OpenedAfterMinutes *float64         `json:"opened_after_minutes"`
 	Release            *ScenarioRelease `json:"release,omitempty"`
-	Redis              RedisReport      `json:"redis"`
-	Targets            []Target         `json:"targets"`
-	Notes              []string         `json:"notes,omitempty"`
-	OK                 bool             `json:"ok"`
+	// Unreached are the guard's traces of a few users who asked during the
+	// attack and got nothing, to tell why.
+	Unreached []UnreachedUser `json:"unreached,omitempty"`
+	Redis     RedisReport     `json:"redis"`
+	Targets   []Target        `json:"targets"`
+	Notes     []string        `json:"notes,omitempty"`
+	OK        bool            `json:"ok"`
 }
 
 // UserStats summarises legitimate users: reached is the first reset in
@@ -81,6 +84,13 @@ type ScenarioAttack struct {
 	// requests over the run (per-recipient, per-source, domain and global
 	// caps), as in the flood drill.
 	Bound Bound `json:"bound"`
+}
+
+// UnreachedUser is one unreached user's decisions, from [guard.Guard.Trace]
+// (simulated seconds after the first), named by recipient hash.
+type UnreachedUser struct {
+	RcptHash  string   `json:"rcpt_hash"`
+	Decisions []string `json:"decisions"`
 }
 
 // SimLatency is the time to inbox of background emails, simulated.
@@ -487,6 +497,9 @@ func (rep *ScenarioReport) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "redis memory\tpeak %s, growth %+.1f MiB\n", mib(rep.Redis.Peak), float64(rep.Redis.Growth)/(1<<20))
 	for _, t := range rep.Targets {
 		fmt.Fprintf(tw, "%s\t%s: %s (goal %s)\n", t.Status, t.Name, t.Value, t.Goal)
+	}
+	for _, u := range rep.Unreached {
+		fmt.Fprintf(tw, "unreached user %s\t%s\n", u.RcptHash, strings.Join(u.Decisions, ", "))
 	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(tw, "note\t%s\n", n)
