@@ -249,6 +249,7 @@ func breakerConfig(kp KindPolicy) rkeys.BreakerConfig {
 		LaneRerequest:  b.Lanes.Rerequest,
 		LaneRedeemed:   b.Lanes.Redeemed,
 		RerequestS:     int64(b.Lanes.RerequestAfter / time.Second),
+		LaneBurst:      b.Lanes.Burst,
 		CloseFactor:    b.CloseFactor,
 	}
 	ce := b.Ceilings

@@ -733,6 +733,7 @@ kinds:
 		{"kinds:\n  password_reset:\n    breaker: { ceilings: { new_recipients: 10/90s } }\n", "kinds.password_reset.breaker.ceilings.new_recipients: the period must be a multiple of the window (1m)"},
 		{"kinds:\n  password_reset:\n    breaker: { redemption: { collapse: 2 } }\n", "kinds.password_reset.breaker.redemption.collapse: must be in (0, 1]"},
 		{"kinds:\n  password_reset:\n    breaker: { lanes: { rerequest_after: 2h } }\n", "kinds.password_reset.breaker.lanes.rerequest_after: must be between 0 and the kind's ttl"},
+		{"kinds:\n  password_reset:\n    breaker: { lanes: { burst: 0 } }\n", "kinds.password_reset.breaker.lanes.burst: must be between 1 and 1000"},
 		{"kinds:\n  password_reset:\n    per_group: { v4/40: [1/1h] }\n", `kinds.password_reset.per_group.v4/40: group "v4/40": an IPv4 prefix is 8 to 32 bits`},
 		{"kinds:\n  password_reset:\n    breaker: { refusal_ratio: 1.5 }\n", "kinds.password_reset.breaker.refusal_ratio: must be 0 (off) or in (0, 1]"},
 		{"kinds:\n  password_reset:\n    breaker: { relay_failures: -1 }\n", "kinds.password_reset.breaker.relay_failures: must be between 0 (off) and 1000000"},

@@ -345,6 +345,10 @@ type LanePolicy struct {
 	// Factor and Min give the auto rate. Default 2 and 60/1m.
 	Factor float64
 	Min    Rate
+	// Burst is how many emails a lane lets through back to back (its pace
+	// then resumes): users ask at random moments, and a strict spacing
+	// would refuse one whose neighbour passed just before. Default 10.
+	Burst int
 	// Trusted lets requests with a trust signal through ([queue.Trust]).
 	Trusted bool
 	// Rerequest lets a recipient with a held email at least
@@ -384,7 +388,7 @@ func defaultBreaker() BreakerPolicy {
 		Reports:     ReportPolicy{Min: 5, Sources: 3, Ratio: 0.01},
 		Bounces:     BouncePolicy{MinSends: 200, Ratio: 0.05, ComplaintRatio: 0.005},
 		CloseFactor: 2,
-		Lanes: LanePolicy{Factor: 2, Min: Rate{60, time.Minute}, Trusted: true, Rerequest: true,
+		Lanes: LanePolicy{Factor: 2, Min: Rate{60, time.Minute}, Burst: 10, Trusted: true, Rerequest: true,
 			RerequestAfter: time.Minute, RerequestSources: 4, Redeemed: true},
 	}
 }
@@ -824,6 +828,9 @@ func (k KindPolicy) validateSignals(path string, window time.Duration, pos map[s
 	}
 	if rate(bp+".lanes.min", ln.Min) {
 		between(bp+".lanes.factor", ln.Factor, 0, 1e6)
+	}
+	if ln.Burst < 1 || ln.Burst > MaxWindowCount {
+		bad(bp+".lanes.burst", "must be between 1 and 1000")
 	}
 	if ln.RerequestSources < 0 || ln.RerequestSources > MaxWindowCount {
 		bad(bp+".lanes.rerequest_sources", "must be between 0 (off) and 1000")
@@ -1323,6 +1330,7 @@ func (d *decoder) kind(n *yaml.Node, path string, k *KindPolicy) {
 						"rerequest":         func(v *yaml.Node, p string) { d.boolean(v, p, &l.Rerequest) },
 						"rerequest_after":   func(v *yaml.Node, p string) { d.duration(v, p, &l.RerequestAfter) },
 						"rerequest_sources": func(v *yaml.Node, p string) { d.integer(v, p, &l.RerequestSources) },
+						"burst":             func(v *yaml.Node, p string) { d.integer(v, p, &l.Burst) },
 						"redeemed":          func(v *yaml.Node, p string) { d.boolean(v, p, &l.Redeemed) },
 					})
 				},

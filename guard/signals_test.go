@@ -309,7 +309,7 @@ global: { rate: 100000/1s }
 domains: { default: 100000/1s }
 kinds:
   password_reset:
-    breaker: { lanes: { rate: 1/1h, rerequest_after: 1s }, cooldown: 1h }
+    breaker: { lanes: { rate: 1/1h, burst: 1, rerequest_after: 1s }, cooldown: 1h }
 `, Config{})
 	ctx := context.Background()
 	// A source that redeemed an email before the trip.
@@ -427,7 +427,7 @@ domains: { default: 100000/1s }
 kinds:
   password_reset:
     ttl: 3s
-    breaker: { lanes: { rate: 1/1h, rerequest_after: 1s }, cooldown: 1h }
+    breaker: { lanes: { rate: 1/1h, burst: 1, rerequest_after: 1s }, cooldown: 1h }
 `, Config{})
 	ctx := context.Background()
 	_, early := deliver(t, g, queue.KindPasswordReset, "known@example.com", "198.51.100.20")
@@ -659,5 +659,29 @@ kinds:
 	wantVerdict(t, "asks again at once", ask(), queue.Duplicate, "held")
 	time.Sleep(1100 * time.Millisecond) // the held email becomes re-requestable after rerequest_after
 	wantVerdict(t, "asks again later", ask(), queue.Queued, LaneRerequest)
+	conserved(t, g)
+}
+
+// TestLaneBurst: a lane lets its burst through back to back, then its
+// pace: users who ask at the same moment are not refused for it.
+func TestLaneBurst(t *testing.T) {
+	g, _, _ := breakerGuard(t, `
+global: { rate: 100000/1s }
+domains: { default: 100000/1s }
+kinds:
+  password_reset:
+    breaker: { lanes: { rate: 1/1h, burst: 3 }, cooldown: 1h }
+`, Config{})
+	if _, err := g.Trip(context.Background(), queue.KindPasswordReset, ReasonSurge); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		a, _ := emailAdm(t, queue.KindPasswordReset, fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("203.0.113.%d", i), queue.TrustDevice)
+		if i < 3 {
+			wantVerdict(t, "within the burst", admit(t, g, a), queue.Queued, LaneTrusted)
+		} else {
+			wantVerdict(t, "past the burst", admit(t, g, a), queue.Held, "breaker")
+		}
+	}
 	conserved(t, g)
 }

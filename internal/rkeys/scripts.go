@@ -143,6 +143,8 @@ type BreakerConfig struct {
 	LaneFactor                               float64
 	LaneTrusted, LaneRerequest, LaneRedeemed bool
 	RerequestS                               int64
+	// LaneBurst is how many emails each lane lets through back to back.
+	LaneBurst int
 	// RerequestSrcLen, when not zero, also asks of a re-request that its
 	// source log hold fewer than RerequestSrcLen/6 entries younger than
 	// RerequestSrcMS (the entry at RerequestSrcFrom is older).
@@ -238,7 +240,7 @@ func writeHeader(b *strings.Builder, kind string, logLen int, c BreakerConfig) {
 	fmt.Fprintf(b, "local RF, RRAT = %d, %s\n", c.RelayFailures, num(c.RelayRatio))
 	fmt.Fprintf(b, "local COOL, MAXCOOL, PROBE, MODE = %d, %d, %d, '%s'\n", max(c.CooldownMS, 1), max(c.MaxCooldownMS, c.CooldownMS, 1), max(c.ProbeUS, 1), c.Mode)
 	fmt.Fprintf(b, "local HOLDMAX, HOLDTTL, SWEEPMS = %d, %d, %d\n", c.HoldMax, max(c.HoldTTLMS, 1), SweepMargin)
-	fmt.Fprintf(b, "local LANEUS, LANEMAXUS, LANEF, RQAFTER = %d, %d, %s, %d\n", c.LaneUS, max(c.LaneMaxUS, 1), num(c.LaneFactor), c.RerequestS)
+	fmt.Fprintf(b, "local LANEUS, LANEMAXUS, LANEF, RQAFTER, LANEB = %d, %d, %s, %d, %d\n", c.LaneUS, max(c.LaneMaxUS, 1), num(c.LaneFactor), c.RerequestS, max(c.LaneBurst, 1))
 	fmt.Fprintf(b, "local RDB, RDLAG, RDMIN, RDSRC, RDNB = %d, %d, %d, %d, %d\n", c.RedeemBucketMS, c.RedeemLagMS, max(c.RedeemMin, 1), c.RedeemSources, max(c.RedeemBuckets, 1))
 	fmt.Fprintf(b, "local RDCOL, RDNEED, RDALPHA, RDFALL = %s, %s, %s, %s\n", num(c.RedeemCollapse), num(c.RedeemNeed), num(min(max(c.RedeemAlpha, 1e-9), 1)), num(c.RedeemFall))
 	fmt.Fprintf(b, "local RPMIN, RPSRC, RPRAT, CLOSEF = %d, %d, %s, %s\n", c.ReportMin, c.ReportSources, num(c.ReportRatio), num(c.CloseFactor))

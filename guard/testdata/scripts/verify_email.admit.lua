@@ -9,7 +9,7 @@ local RR, RMINC, RSRC = 0.5, 30, 20
 local RF, RRAT = 10, 0.9
 local COOL, MAXCOOL, PROBE, MODE = 600000, 4800000, 1000000, 'hold'
 local HOLDMAX, HOLDTTL, SWEEPMS = 100000, 86400000, 3600000
-local LANEUS, LANEMAXUS, LANEF, RQAFTER = 0, 1000000, 2, 60
+local LANEUS, LANEMAXUS, LANEF, RQAFTER, LANEB = 0, 1000000, 2, 60, 10
 local RDB, RDLAG, RDMIN, RDSRC, RDNB = 600000, 600000, 20, 5, 6
 local RDCOL, RDNEED, RDALPHA, RDFALL = 0.5, 0.05, 0.000992063492063492, 0.9992685973577815
 local RPMIN, RPSRC, RPRAT, CLOSEF = 5, 3, 0.01, 2
@@ -146,19 +146,24 @@ elseif fast and bst == 'o' and brs ~= 'r' then
   if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], tonumber(bli)
+  -- A lane is a GCRA of interval li that lets LANEB emails through back to
+  -- back: users arrive at random, and a strict spacing would refuse one
+  -- whose neighbour passed a moment before.
+  local function lanepass(k)
+    local lt = math.max(tonumber(redis.call('GET', k)) or NOWUS, NOWUS)
+    if lt - NOWUS > (LANEB - 1) * li then return false end
+    redis.call('SET', k, string.format('%d', lt + li), 'PX', math.ceil((lt + li - NOWUS) / 1000) + 1)
+    return true
+  end
   if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
   if not outcome and trust ~= '' then
-    local lt = tonumber(redis.call('GET', LTK)) or NOWUS
-    if lt <= NOWUS then
-      redis.call('SET', LTK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+    if lanepass(LTK) then
       lane = 'trusted'
     end
   end
   -- Sources (or their group) whose emails were redeemed before it opened.
   if not outcome and not lane and ((o2[2] and tonumber(o2[2]) <= tonumber(bop)) or (o2[3] and tonumber(o2[3]) <= tonumber(bop))) then
-    local lt = tonumber(redis.call('GET', LDK)) or NOWUS
-    if lt <= NOWUS then
-      redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+    if lanepass(LDK) then
       lane = 'redeemed'
     end
   end
@@ -169,9 +174,7 @@ elseif fast and bst == 'o' and brs ~= 'r' then
     -- asking again: neither the lane nor a release takes its re-request.
     local again = nows - tonumber(string.match(hm, '^%d+')) >= RQAFTER and (#slog < 30 or now - u48(slog, 25) >= 3600000)
     if again then
-      local lt = tonumber(redis.call('GET', LQK)) or NOWUS
-      if lt <= NOWUS then
-        redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      if lanepass(LQK) then
         lane = 'rerequest'
       end
     end
@@ -586,19 +589,24 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
   if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], B.li
+  -- A lane is a GCRA of interval li that lets LANEB emails through back to
+  -- back: users arrive at random, and a strict spacing would refuse one
+  -- whose neighbour passed a moment before.
+  local function lanepass(k)
+    local lt = math.max(tonumber(redis.call('GET', k)) or NOWUS, NOWUS)
+    if lt - NOWUS > (LANEB - 1) * li then return false end
+    redis.call('SET', k, string.format('%d', lt + li), 'PX', math.ceil((lt + li - NOWUS) / 1000) + 1)
+    return true
+  end
   if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
   if not outcome and trust ~= '' then
-    local lt = tonumber(redis.call('GET', LTK)) or NOWUS
-    if lt <= NOWUS then
-      redis.call('SET', LTK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+    if lanepass(LTK) then
       lane = 'trusted'
     end
   end
   -- Sources (or their group) whose emails were redeemed before it opened.
   if not outcome and not lane and ((o2[2] and tonumber(o2[2]) <= B.op) or (o2[3] and tonumber(o2[3]) <= B.op)) then
-    local lt = tonumber(redis.call('GET', LDK)) or NOWUS
-    if lt <= NOWUS then
-      redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+    if lanepass(LDK) then
       lane = 'redeemed'
     end
   end
@@ -609,9 +617,7 @@ if eligible and B.st ~= 'c' and B.rs ~= 'r' then
     -- asking again: neither the lane nor a release takes its re-request.
     local again = nows - tonumber(string.match(hm, '^%d+')) >= RQAFTER and (#slog < 30 or now - u48(slog, 25) >= 3600000)
     if again then
-      local lt = tonumber(redis.call('GET', LQK)) or NOWUS
-      if lt <= NOWUS then
-        redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      if lanepass(LQK) then
         lane = 'rerequest'
       end
     end

@@ -5,14 +5,21 @@
   if narrow ~= '0' then tgkey = TAG .. 'U' .. string.sub(KEYS[tonumber(narrow)], 6) end
   local o2 = redis.call('MGET', hmkey, tskey, tgkey)
   local hm, li = o2[1], {{.Li}}
+  -- A lane is a GCRA of interval li that lets LANEB emails through back to
+  -- back: users arrive at random, and a strict spacing would refuse one
+  -- whose neighbour passed a moment before.
+  local function lanepass(k)
+    local lt = math.max(tonumber(redis.call('GET', k)) or NOWUS, NOWUS)
+    if lt - NOWUS > (LANEB - 1) * li then return false end
+    redis.call('SET', k, string.format('%d', lt + li), 'PX', math.ceil((lt + li - NOWUS) / 1000) + 1)
+    return true
+  end
 {{- if eq .Mode "hold"}}
   if redis.call('HEXISTS', hkey, id) == 1 then outcome, reason = 'held', 'replay' end
 {{- end}}
 {{- if .LaneTrusted}}
   if not outcome and trust ~= '' then
-    local lt = tonumber(redis.call('GET', LTK)) or NOWUS
-    if lt <= NOWUS then
-      redis.call('SET', LTK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+    if lanepass(LTK) then
       lane = 'trusted'
     end
   end
@@ -20,9 +27,7 @@
 {{- if .LaneRedeemed}}
   -- Sources (or their group) whose emails were redeemed before it opened.
   if not outcome and not lane and ((o2[2] and tonumber(o2[2]) <= {{.Op}}) or (o2[3] and tonumber(o2[3]) <= {{.Op}})) then
-    local lt = tonumber(redis.call('GET', LDK)) or NOWUS
-    if lt <= NOWUS then
-      redis.call('SET', LDK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+    if lanepass(LDK) then
       lane = 'redeemed'
     end
   end
@@ -35,9 +40,7 @@
     local again = nows - tonumber(string.match(hm, '^%d+')) >= RQAFTER{{if .RqSrcLen}} and (#slog < {{.RqSrcLen}} or now - u48(slog, {{.RqSrcFrom}}) >= {{.RqSrcMS}}){{end}}
 {{- if .LaneRerequest}}
     if again then
-      local lt = tonumber(redis.call('GET', LQK)) or NOWUS
-      if lt <= NOWUS then
-        redis.call('SET', LQK, string.format('%d', NOWUS + li), 'PX', math.ceil(li / 1000) + 1)
+      if lanepass(LQK) then
         lane = 'rerequest'
       end
     end
