@@ -224,8 +224,8 @@
 //     them against the emails sent and opens it as a relay failure would.
 //
 // Open, the breaker first lets through, through every cap and each lane
-// paced on its own ([LanePolicy]; twice the baseline, at least 60/1m, by
-// default), what an attack cannot produce in bulk: requests with a trust
+// paced on its own ([LanePolicy]; twice the baseline, at least 60/1m, a
+// burst of 10, by default), what an attack cannot produce in bulk: requests with a trust
 // signal the application verified ([queue.Email].Trust), sources (or
 // groups) whose emails were redeemed before it opened, and recipients with
 // a held email at least RerequestAfter old who ask again (one who asks
