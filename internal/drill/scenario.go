@@ -1,6 +1,7 @@
 package drill
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -228,6 +229,9 @@ func RunScenario(ctx context.Context, cfg ScenarioConfig) (*ScenarioReport, erro
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Workers < 0 || cfg.Concurrency < 0 {
+		return nil, errors.New("drill: workers and concurrency must not be negative")
+	}
 	if cfg.Speed < 0 || cfg.Speed > 1000 {
 		return nil, errors.New("drill: -speed must be between 1 and 1000")
 	}
@@ -259,7 +263,7 @@ func RunScenario(ctx context.Context, cfg ScenarioConfig) (*ScenarioReport, erro
 			fmt.Fprintf(cfg.Progress, "drill %s: "+format+"\n", append([]any{cfg.Name}, args...)...)
 		}
 	}
-	dcfg := Config{Workers: cmp0(cfg.Workers, 2), Concurrency: cmp0(cfg.Concurrency, 16), RedisServer: cfg.RedisServer,
+	dcfg := Config{Workers: cmp.Or(cfg.Workers, 2), Concurrency: cmp.Or(cfg.Concurrency, 16), RedisServer: cfg.RedisServer,
 		pollInterval: 10 * time.Millisecond, sweepInterval: max(time.Duration(float64(30*time.Second)/speed), 50*time.Millisecond)}
 	began := time.Now()
 	say("starting the embedded stack (redis-server subprocess, smtpsink, %d workers); time runs %g× faster than the policy's", dcfg.Workers, speed)
@@ -378,13 +382,6 @@ func RunScenario(ctx context.Context, cfg ScenarioConfig) (*ScenarioReport, erro
 		}
 	}
 	return rep, nil
-}
-
-func cmp0(v, def int) int {
-	if v <= 0 {
-		return def
-	}
-	return v
 }
 
 // onMessage accounts one message at the sink: a user's reset, a
